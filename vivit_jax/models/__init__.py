@@ -1,0 +1,21 @@
+"""The ViViT model zoo: `create_model(config.model, num_classes)`."""
+
+from vivit_jax.models.config import (
+    SIZES,
+    VARIANTS,
+    complete_model_config,
+    default_model_config,
+    validate_input_shape,
+)
+from vivit_jax.models.vivit import SpaceTimeViViT, ViViT, create_model
+
+__all__ = [
+    "SIZES",
+    "VARIANTS",
+    "SpaceTimeViViT",
+    "ViViT",
+    "complete_model_config",
+    "create_model",
+    "default_model_config",
+    "validate_input_shape",
+]
