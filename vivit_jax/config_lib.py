@@ -1,0 +1,325 @@
+"""The experiment config: every key, its default, validation, and epochs → steps.
+
+`complete_config(user_config)` is the one place defaults live. It returns the full, locked config:
+`default_config()` updated with the user's keys, where an unknown or misspelt key is an error that
+names it. The keys are those of Scenic's ViViT configs (`scenic/projects/vivit/configs/*`), so an
+original config runs with at most its dataset paths changed; keys that the original trainer read
+but that do nothing here (`trainer_name`, `xprof`, ...) are accepted and ignored.
+
+Sub-configs come from the package that reads them:
+  model.*            `vivit_jax.models.default_model_config()`
+  dataset_configs.*  `vivit_jax.data.config.default_dataset_configs()`
+  init_from.*        `default_init_from_config()` below (read by `vivit_jax.checkpoints`)
+
+Keys that are ours (not in the original):
+  grad_accum_steps (1): split each batch into this many micro-batches whose gradients are summed
+    before one optimiser step (same maths as one big batch; for large batches on small devices).
+  sharding.model_axis_size (1): devices on the mesh's 'model' axis; the rest form 'data'. Above 1,
+    parameters and optimiser state are sharded FSDP-style (see `vivit_jax.sharding`).
+  sharding.fsdp_min_size (2**16): arrays with fewer elements stay replicated.
+  max_checkpoints_to_keep (3): older checkpoints are deleted.
+  eval_at_start (False): evaluate once before the first step.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import ml_collections
+from absl import logging
+
+from vivit_jax.models import complete_model_config, default_model_config
+
+ConfigDict = ml_collections.ConfigDict
+
+# `config.model_name` values and their loss.
+MODEL_NAMES = ("vivit_classification", "vivit_multilabel_classification")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+LR_FACTORS = (
+    "constant",
+    "linear_warmup",
+    "cosine_decay",
+    "linear_decay",
+    "rsqrt_decay",
+    "decay_every",
+    "piecewise_constant",
+)
+# Scenic's Kinetics and SSv2 configs contain `config.datset_configs = ConfigDict()`, an empty typo.
+_EMPTY_TYPO_KEYS = ("datset_configs",)
+
+
+def default_init_from_config() -> ConfigDict:
+    """`config.init_from`: fine-tuning from an image or video checkpoint.
+
+    checkpoint_path (None): no fine-tuning when None.
+    checkpoint_format ('scenic'): 'scenic', 'big_vision', 'vit', 'orbax', ... (see
+      `vivit_jax.checkpoints`).
+    model_config (None): the checkpoint's own config (free-form, e.g. `model.classifier`).
+    classifier_type ('token'): big_vision checkpoints' classifier.
+    restore_positional_embedding (True), restore_input_embedding (True),
+    positional_embed_size_change ('tile'): 'tile', 'resize', 'resize_tile'.
+    """
+    try:  # The checkpoints package owns these keys once it provides them.
+        from vivit_jax.checkpoints import default_init_from_config as from_checkpoints
+    except ImportError:
+        from_checkpoints = None
+    if from_checkpoints is not None:
+        return from_checkpoints()
+    return ConfigDict(
+        dict(
+            checkpoint_path=None,
+            checkpoint_format="scenic",
+            model_config=None,
+            classifier_type="token",
+            restore_positional_embedding=True,
+            restore_input_embedding=True,
+            positional_embed_size_change="tile",
+        )
+    )
+
+
+def default_lr_configs() -> ConfigDict:
+    """`config.lr_configs`, Scenic's compound schedule (see `vivit_jax.optim.learning_rate_fn`)."""
+    placeholder = ml_collections.config_dict.placeholder
+    return ConfigDict(
+        dict(
+            learning_rate_schedule="compound",
+            factors="constant",
+            base_learning_rate=0.1,
+            warmup_steps=0,
+            warmup_alpha=0.0,
+            steps_per_cycle=placeholder(int),  # None: the total number of steps.
+            total_steps=placeholder(int),
+            start_decay_step=0,
+            t_mul=1.0,
+            m_mul=1.0,
+            alpha=0.0,
+            end_learning_rate=0.0,
+            timescale=10_000,
+            steps_per_decay=placeholder(int),
+            decay_factor=placeholder(float),
+            decay_events=placeholder(object),
+            decay_factors=placeholder(object),
+        )
+    )
+
+
+def default_optimizer_configs() -> ConfigDict:
+    """`config.optimizer_configs`: Scenic's keys and defaults for each optimizer."""
+    return ConfigDict(
+        dict(momentum=0.9, weight_decay=0.0, beta1=0.9, beta2=0.999, epsilon=1e-8, nesterov=False)
+    )
+
+
+def _dataset_defaults() -> ConfigDict:
+    from vivit_jax.data.config import default_dataset_configs
+
+    return default_dataset_configs()
+
+
+def default_config() -> ConfigDict:
+    """Every key an experiment config may hold, with its default."""
+    c = ConfigDict()
+    c.experiment_name = ""
+    c.trainer_name = "vivit_trainer"  # Accepted; there is one trainer.
+    c.model_name = "vivit_classification"
+    c.model = default_model_config()
+    c.model_dtype_str = "float32"
+    # Data.
+    c.dataset_name = ml_collections.config_dict.placeholder(str)
+    c.dataset_configs = _dataset_defaults()
+    c.data_dtype_str = "float32"
+    c.batch_size = 64
+    c.eval_batch_size = ml_collections.config_dict.placeholder(int)  # None: batch_size.
+    c.rng_seed = 0
+    # Optimisation.
+    c.optimizer = "momentum"
+    c.optimizer_configs = default_optimizer_configs()
+    c.lr_configs = default_lr_configs()
+    c.num_training_epochs = ml_collections.config_dict.placeholder(float)
+    c.num_training_steps = ml_collections.config_dict.placeholder(int)
+    c.max_grad_norm = ml_collections.config_dict.placeholder(float)
+    c.l2_decay_factor = ml_collections.config_dict.placeholder(float)
+    c.label_smoothing = ml_collections.config_dict.placeholder(float)
+    c.mixup = ConfigDict(dict(alpha=0.0, bind_to="device", image_format="NTHWC"))
+    c.explicit_weight_decay = ml_collections.config_dict.placeholder(float)
+    c.sam_rho = ml_collections.config_dict.placeholder(float)  # Not supported; must stay None.
+    c.grad_accum_steps = 1
+    c.sharding = ConfigDict(dict(model_axis_size=1, fsdp_min_size=2**16))
+    # Initialisation.
+    c.init_from = default_init_from_config()
+    # Logging, evaluation and checkpoints. None: one epoch (or the log_eval_steps value).
+    c.log_eval_steps = ml_collections.config_dict.placeholder(int)
+    c.log_summary_steps = ml_collections.config_dict.placeholder(int)
+    c.checkpoint_steps = ml_collections.config_dict.placeholder(int)
+    c.steps_per_eval = ml_collections.config_dict.placeholder(int)  # None: the whole split.
+    c.steps_per_test = ml_collections.config_dict.placeholder(int)
+    c.eval_at_start = False
+    c.max_checkpoints_to_keep = 3
+    c.write_summary = True
+    c.checkpoint = True
+    c.debug_train = False
+    c.debug_eval = False
+    c.xprof = False
+    c.confusion_matrix_metrics = False
+    c.multicrop_clips_per_device = 2
+    _overridable_nones(c)
+    return c
+
+
+def _overridable_nones(c: ConfigDict) -> None:
+    """Turns plain `None` defaults into typeless placeholders, so that `--config.key=value` can
+    set them (ml_collections cannot parse an override of a field whose type is NoneType)."""
+    for key in list(c.keys()):
+        if isinstance(c[key], ConfigDict):
+            _overridable_nones(c[key])
+        elif c.get_type(key) is type(None):
+            with c.ignore_type():
+                c[key] = ml_collections.config_dict.placeholder(object)
+
+
+def _unknown_key(path: str, key: str, known) -> ValueError:
+    near = difflib.get_close_matches(key, list(known), n=1)
+    hint = f" Did you mean {path}.{near[0]!r}?" if near else ""
+    return ValueError(
+        f"Unknown config key {path}.{key!r}.{hint} Known keys under {path!r}: {sorted(known)}."
+    )
+
+
+def _merge(defaults: ConfigDict, given, path: str, free_form=()) -> None:
+    """Copies `given` into `defaults` in place; a key `defaults` lacks is an error naming it."""
+    for key, value in given.items():
+        if key not in defaults:
+            raise _unknown_key(path, key, defaults.keys())
+        default = defaults[key]
+        if isinstance(default, ConfigDict) and f"{path}.{key}" not in free_form:
+            if value is None:
+                continue
+            if not hasattr(value, "items"):
+                raise ValueError(f"{path}.{key} must be a ConfigDict, got {value!r}.")
+            _merge(default, value, f"{path}.{key}", free_form)
+        else:
+            with defaults.ignore_type():
+                defaults[key] = value
+
+
+def complete_config(user_config) -> ConfigDict:
+    """Returns the full experiment config: defaults updated with `user_config`, validated, locked.
+
+    Args:
+      user_config: `ConfigDict` (or dict) as returned by a config file's `get_config()`, after
+        command-line overrides.
+
+    Returns:
+      A locked `ConfigDict` holding every key of `default_config()`; `model` and
+      `dataset_configs` are complete too.
+
+    Raises:
+      ValueError: naming the key, for an unknown key or a value that cannot work.
+    """
+    given = dict(user_config.items()) if user_config is not None else {}
+    for typo in _EMPTY_TYPO_KEYS:
+        if typo in given:
+            value = given.pop(typo)
+            if value:
+                raise _unknown_key("config", typo, default_config().keys())
+            logging.warning(
+                "Ignoring the empty config key config.%s (a typo in Scenic's configs).", typo
+            )
+    model = given.pop("model", None)
+    dataset_configs = given.pop("dataset_configs", None)
+    config = default_config()
+    _merge(config, given, "config", free_form=("config.init_from.model_config",))
+    with config.ignore_type():
+        config.model = complete_model_config(model)
+        config.dataset_configs = _complete_dataset_configs(dataset_configs)
+    validate_config(config)
+    config.lock()
+    return config
+
+
+def _complete_dataset_configs(dataset_configs) -> ConfigDict:
+    try:
+        from vivit_jax.data.config import resolve
+    except ImportError:  # The data package is not there: keep what was given, unchecked.
+        return ConfigDict(dataset_configs or {})
+    return resolve(dataset_configs)
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def validate_config(c: ConfigDict) -> None:
+    """Checks values that do not depend on the dataset; errors name the key."""
+    _require(
+        c.model_name in MODEL_NAMES,
+        f"config.model_name={c.model_name!r} is not one of {MODEL_NAMES}.",
+    )
+    _require(
+        c.optimizer in OPTIMIZERS, f"config.optimizer={c.optimizer!r} is not one of {OPTIMIZERS}."
+    )
+    _require(
+        c.lr_configs.learning_rate_schedule == "compound",
+        f"config.lr_configs.learning_rate_schedule={c.lr_configs.learning_rate_schedule!r}: only "
+        "'compound' exists (as in Scenic).",
+    )
+    for factor in (f.strip() for f in c.lr_configs.factors.split("*")):
+        _require(
+            factor in LR_FACTORS,
+            f"config.lr_configs.factors={c.lr_configs.factors!r}: unknown factor {factor!r}; "
+            f"known: {LR_FACTORS}.",
+        )
+    for key in ("batch_size", "grad_accum_steps", "max_checkpoints_to_keep"):
+        _require(
+            isinstance(c[key], int) and c[key] > 0,
+            f"config.{key} must be a positive integer, got {c[key]!r}.",
+        )
+    _require(
+        c.batch_size % c.grad_accum_steps == 0,
+        f"config.batch_size={c.batch_size} is not divisible by config.grad_accum_steps="
+        f"{c.grad_accum_steps}.",
+    )
+    _require(
+        c.num_training_steps is not None or c.num_training_epochs is not None,
+        "Set config.num_training_steps or config.num_training_epochs.",
+    )
+    _require(
+        c.sam_rho is None, "config.sam_rho (SAM) is not supported; remove it or set it to None."
+    )
+    _require(
+        c.mixup.alpha is None or c.mixup.alpha >= 0.0,
+        f"config.mixup.alpha must be >= 0, got {c.mixup.alpha!r}.",
+    )
+    _require(
+        c.label_smoothing is None or 0.0 <= c.label_smoothing < 1.0,
+        f"config.label_smoothing must be in [0, 1), got {c.label_smoothing!r}.",
+    )
+    _require(
+        isinstance(c.sharding.model_axis_size, int) and c.sharding.model_axis_size > 0,
+        f"config.sharding.model_axis_size must be a positive integer, got {c.sharding.model_axis_size!r}.",
+    )
+    for key in ("log_eval_steps", "log_summary_steps", "checkpoint_steps"):
+        _require(
+            c[key] is None or c[key] > 0, f"config.{key} must be positive or None, got {c[key]!r}."
+        )
+    _require(
+        c.model_dtype_str in ("float32", "bfloat16", "float16"),
+        f"config.model_dtype_str={c.model_dtype_str!r} is not one of float32, bfloat16, float16.",
+    )
+
+
+def training_steps(config: ConfigDict, num_train_examples: int) -> tuple[int, int]:
+    """Returns `(total_steps, steps_per_epoch)`, as Scenic computes them.
+
+    `num_training_steps` wins over `num_training_epochs`; an epoch is
+    `num_train_examples // batch_size` steps (at least one).
+    """
+    steps_per_epoch = max(1, num_train_examples // config.batch_size)
+    if config.num_training_steps is not None:
+        total = int(config.num_training_steps)
+    else:
+        total = int(config.num_training_epochs * steps_per_epoch)
+    _require(total > 0, f"The run has {total} training steps; check config.num_training_*.")
+    return total, steps_per_epoch

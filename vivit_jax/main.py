@@ -1,0 +1,65 @@
+r"""Command line: train or evaluate a ViViT config.
+
+    python -m vivit_jax.main --config=configs/demo.py --workdir=/tmp/vivit_demo
+    python -m vivit_jax.main --config=configs/demo.py:single_frame --workdir=/tmp/vivit_sf \
+        --config.batch_size=16
+    python -m vivit_jax.main --mode=evaluate --config=configs/demo.py --workdir=/tmp/vivit_demo
+
+Rerunning a `train` command on the same workdir resumes from its latest checkpoint. Several hosts:
+start the same command on each, adding `--jax_distributed` (auto-detected cluster, e.g. TPU pods
+and SLURM) or `--coordinator_address=host:port --num_processes=N --process_id=i`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/*.py[:arg]).", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and summaries.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate"], "What to run.")
+_JAX_DISTRIBUTED = flags.DEFINE_bool(
+    "jax_distributed", False, "Call jax.distributed.initialize() with auto-detected settings."
+)
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-host: 'host:port'.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _initialize_distributed() -> None:
+    import jax
+
+    if _COORDINATOR.value is not None:
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value,
+            num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value,
+        )
+    elif _JAX_DISTRIBUTED.value:
+        jax.distributed.initialize()
+    else:
+        return
+    logging.info("Process %d of %d.", jax.process_index(), jax.process_count())
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    _initialize_distributed()
+    from vivit_jax import train
+
+    if _MODE.value == "train":
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    else:
+        summary = train.evaluate(_CONFIG.value, _WORKDIR.value)
+        print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,447 @@
+"""`train_and_evaluate(config, workdir)`: data, init / restore / fine-tune, the jitted loop.
+
+One code path for every device count: the train state lives on a `('data', 'model')` mesh with
+explicit shardings, `train_step` is jitted once with the state donated, and the input pipeline
+delivers global batches split over 'data'. A run resumes from the latest checkpoint in
+`<workdir>/checkpoints` at the exact step (data position and rng are functions of the step).
+
+TensorFlow (the input pipeline, clu's TensorBoard writer) is imported inside the functions, so
+importing this module stays TF-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from vivit_jax import checkpointing, config_lib, optim, sharding, steps
+from vivit_jax.metrics import summarize
+from vivit_jax.models import create_model, validate_input_shape
+
+TRAIN_KEYS = ("inputs", "label", "batch_mask")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run returns (for tests and scripts).
+
+    Attributes:
+      state: The final `TrainState`.
+      step: The last step run.
+      train_history: `[(step, {'train/loss': ...})]`, one entry per train summary.
+      eval_history: `[(step, {'valid/top1': ...})]`, one entry per evaluation.
+      stopped_early: True when a SIGTERM ended the run before the last step.
+    """
+
+    state: steps.TrainState
+    step: int
+    train_history: list
+    eval_history: list
+    stopped_early: bool = False
+
+
+@dataclasses.dataclass
+class Experiment:
+    """Everything built from the config before the loop; shared with evaluation."""
+
+    config: ml_collections.ConfigDict
+    mesh: jax.sharding.Mesh
+    dataset: Any
+    model: Any
+    tx: Any
+    schedule: Callable
+    total_steps: int
+    steps_per_epoch: int
+    num_classes: int
+    input_shape: tuple
+    abstract_state: Any
+    state_shardings: Any
+    init_rng: jax.Array
+    train_rng: jax.Array
+
+
+def _default_dataset_fn(config, *, mesh, start_step):
+    from vivit_jax.data import get_dataset  # Imports TensorFlow.
+
+    return get_dataset(config, mesh=mesh, start_step=start_step)
+
+
+def check_workdir(workdir: str) -> None:
+    """Creates `workdir` and checks that it is writable.
+
+    Raises:
+      ValueError: naming the directory and the OS error.
+    """
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".write_test_{jax.process_index()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"The workdir {workdir!r} is not writable: {e}") from e
+
+
+def build_experiment(config, *, mesh, dataset) -> Experiment:
+    """Model, optimiser, schedule and the (abstract) train state for `dataset`."""
+    meta = dataset.meta_data
+    num_classes = int(meta["num_classes"])
+    input_shape = tuple(int(d) for d in meta["input_shape"][-4:])
+    validate_input_shape(config.model, input_shape)
+    model = create_model(config.model, num_classes, dtype=config.model_dtype_str)
+    total_steps, steps_per_epoch = config_lib.training_steps(config, meta["num_train_examples"])
+    schedule = optim.learning_rate_fn(config.lr_configs, total_steps)
+    tx = optim.create_optimizer(config, schedule)
+    init_rng, train_rng = jax.random.split(jax.random.key(config.rng_seed))
+
+    abstract_state = jax.eval_shape(
+        functools.partial(_init_state, model, tx, input_shape), init_rng
+    )
+    shardings = sharding.state_shardings(abstract_state, mesh, config.sharding.fsdp_min_size)
+    return Experiment(
+        config=config,
+        mesh=mesh,
+        dataset=dataset,
+        model=model,
+        tx=tx,
+        schedule=schedule,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        abstract_state=abstract_state,
+        state_shardings=shardings,
+        init_rng=init_rng,
+        train_rng=train_rng,
+    )
+
+
+def _init_state(model, tx, input_shape, rng) -> steps.TrainState:
+    dummy = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
+    params = model.init({"params": rng}, dummy, train=False)["params"]
+    return steps.TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def initial_state(exp: Experiment) -> steps.TrainState:
+    """A fresh state, fine-tuned from `config.init_from.checkpoint_path` if set."""
+    init = jax.jit(
+        functools.partial(_init_state, exp.model, exp.tx, exp.input_shape),
+        out_shardings=exp.state_shardings,
+    )
+    state = init(exp.init_rng)
+    if exp.config.init_from.checkpoint_path:
+        from vivit_jax.checkpoints import init_from_pretrained
+
+        params = init_from_pretrained(jax.device_get(state.params), exp.config)
+        params = jax.device_put(params, exp.state_shardings.params)
+        opt_state = jax.jit(exp.tx.init, out_shardings=exp.state_shardings.opt_state)(params)
+        state = state.replace(params=params, opt_state=opt_state)
+        logging.info("Initialised from %s.", exp.config.init_from.checkpoint_path)
+    return state
+
+
+def _log_model_summary(exp: Experiment, writer) -> None:
+    num_params = int(sum(np.prod(p.shape) for p in jax.tree.leaves(exp.abstract_state.params)))
+    scalars = {"num_params": num_params}
+    try:
+        from vivit_jax.tools.summary import forward_gflops
+
+        scalars["gflops"] = forward_gflops(exp.model, exp.abstract_state.params, exp.input_shape)
+    except Exception as e:  # GFLOPs are informative only; never stop a run for them.
+        logging.warning("Could not count GFLOPs: %s", e)
+    logging.info(
+        "Model: %.3f M parameters, %s GFLOPs per %s clip.",
+        num_params / 1e6,
+        f"{scalars['gflops']:.2f}" if "gflops" in scalars else "?",
+        "x".join(map(str, exp.input_shape[:3])),
+    )
+    writer.write_scalars(0, scalars)
+
+
+class _StopSignal:
+    """Turns SIGTERM into a flag the loop checks after each step (then saves and exits)."""
+
+    def __init__(self):
+        self.received = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint and stopping after this step.")
+        self.received = True
+
+    def should_stop(self) -> bool:
+        if jax.process_count() == 1:
+            return self.received
+        from jax.experimental import multihost_utils
+
+        # Every process must leave the loop at the same step.
+        flags = multihost_utils.process_allgather(np.array(self.received, np.int32))
+        return bool(np.max(flags))
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _first_nonfinite(pending) -> tuple[int, float] | None:
+    """`(step, loss)` of the first pending step whose loss is NaN or infinite."""
+    for step, m in pending:
+        loss = float(jax.device_get(m.loss.total))
+        if not np.isfinite(loss):
+            return step, loss
+    return None
+
+
+def _raise_if_nonfinite(pending, ckpt, last_saved: int | None) -> None:
+    bad = _first_nonfinite(pending)
+    if bad is None:
+        return
+    if ckpt is not None:
+        ckpt.wait()
+    where = f"step {last_saved}" if last_saved else "none saved"
+    raise FloatingPointError(
+        f"The training loss is {bad[1]} at step {bad[0]}; stopping. The last good checkpoint "
+        f"({where}) is intact. Lower lr_configs.base_learning_rate, set max_grad_norm, or "
+        "check the input data."
+    )
+
+
+def evaluate_split(exp: Experiment, eval_fn, state, max_steps: int | None) -> dict[str, float]:
+    """One pass over the validation split: `{'valid/loss', 'valid/top1', 'valid/top5'}`."""
+    merged = None
+    for i, batch in enumerate(exp.dataset.valid_iter()):
+        if max_steps and i >= max_steps:
+            break
+        m = eval_fn(state, {k: batch[k] for k in TRAIN_KEYS})
+        merged = m if merged is None else merged.merge(m)
+    if merged is None:
+        raise ValueError("The validation split yielded no batch.")
+    return summarize(jax.device_get(merged), "valid")
+
+
+def _compile_steps(exp: Experiment):
+    loss_config = steps.LossConfig.from_config(
+        exp.config, exp.num_classes, sharding.compute_batch_sharding(exp.mesh)
+    )
+    repl = sharding.replicated(exp.mesh)
+    data = sharding.batch_sharding(exp.mesh)
+    train_fn = jax.jit(
+        functools.partial(
+            steps.train_step,
+            model=exp.model,
+            tx=exp.tx,
+            schedule=exp.schedule,
+            loss_config=loss_config,
+        ),
+        in_shardings=(exp.state_shardings, data, repl),
+        out_shardings=(exp.state_shardings, repl),
+        donate_argnums=0,
+    )
+    eval_fn = jax.jit(
+        functools.partial(steps.eval_step, model=exp.model, loss_config=loss_config),
+        in_shardings=(exp.state_shardings, data),
+        out_shardings=repl,
+    )
+    return train_fn, eval_fn
+
+
+def _check_batch_sizes(config, mesh) -> None:
+    sharding.check_batch_size(
+        config.batch_size // config.grad_accum_steps,
+        mesh,
+        "config.batch_size / config.grad_accum_steps"
+        if config.grad_accum_steps > 1
+        else "config.batch_size",
+    )
+    sharding.check_batch_size(
+        config.eval_batch_size or config.batch_size, mesh, "config.eval_batch_size"
+    )
+
+
+def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
+    """Trains `config` in `workdir`, evaluating and checkpointing periodically.
+
+    Args:
+      config: The experiment config (completed and validated here).
+      workdir: Checkpoints, TensorBoard events; resumed from when it holds checkpoints.
+      dataset_fn: `(config, *, mesh, start_step) -> Dataset`; default
+        `vivit_jax.data.get_dataset`.
+
+    Returns:
+      A `TrainResult`.
+
+    Raises:
+      ValueError: for a bad config, batch size or workdir.
+      FloatingPointError: when the loss becomes NaN or infinite (after the last good
+        checkpoint is safely written).
+    """
+    from clu import metric_writers  # Imports TensorFlow (its summary writer).
+
+    config = config_lib.complete_config(config)
+    check_workdir(workdir)
+    mesh = sharding.create_mesh(config.sharding.model_axis_size)
+    _check_batch_sizes(config, mesh)
+    ckpt = (
+        checkpointing.Checkpointer(workdir, config.max_checkpoints_to_keep)
+        if config.checkpoint
+        else None
+    )
+    start_step = (ckpt.latest_step() if ckpt else None) or 0
+    dataset = (dataset_fn or _default_dataset_fn)(config, mesh=mesh, start_step=start_step)
+    exp = build_experiment(config, mesh=mesh, dataset=dataset)
+
+    lead = jax.process_index() == 0
+    writer = metric_writers.create_default_writer(
+        workdir if (lead and config.write_summary) else None, just_logging=not lead
+    )
+    if start_step:
+        abstract = checkpointing.abstract_like(exp.abstract_state, exp.state_shardings)
+        state, meta = ckpt.restore(abstract, start_step)
+        logging.info(
+            "Resumed from checkpoint %d (data position %d).", start_step, meta["data_position"]
+        )
+    else:
+        state = initial_state(exp)
+        _log_model_summary(exp, writer)
+    train_fn, eval_fn = _compile_steps(exp)
+
+    total = exp.total_steps
+    log_eval_steps = config.log_eval_steps or exp.steps_per_epoch
+    log_summary_steps = config.log_summary_steps or log_eval_steps
+    checkpoint_steps = config.checkpoint_steps or log_eval_steps
+    logging.info(
+        "Training steps %d..%d (%d per epoch, batch %d, %d devices, mesh %s).",
+        start_step + 1,
+        total,
+        exp.steps_per_epoch,
+        config.batch_size,
+        mesh.devices.size,
+        dict(mesh.shape),
+    )
+    result = TrainResult(state=state, step=start_step, train_history=[], eval_history=[])
+    if config.eval_at_start and start_step == 0:
+        summary = evaluate_split(exp, eval_fn, state, config.steps_per_eval)
+        writer.write_scalars(0, summary)
+        result.eval_history.append((0, summary))
+
+    pending, last_saved = [], start_step or None
+    last_log = (start_step, time.monotonic())
+    train_iter = dataset.train_iter
+    with _StopSignal() as stop_signal:
+        for step in range(start_step + 1, total + 1):
+            batch = next(train_iter)
+            state, metrics = train_fn(state, {k: batch[k] for k in TRAIN_KEYS}, exp.train_rng)
+            pending.append((step, metrics))
+            stop = stop_signal.should_stop() and step < total
+            is_last = step == total or stop
+
+            if step % log_summary_steps == 0 or is_last:
+                _raise_if_nonfinite(pending, ckpt, last_saved)
+                summary = _train_summary(pending, last_log, step, total)
+                last_log = (step, time.monotonic())
+                writer.write_scalars(step, summary)
+                result.train_history.append((step, summary))
+                pending = []
+            if step % log_eval_steps == 0 or step == total:
+                summary = evaluate_split(exp, eval_fn, state, config.steps_per_eval)
+                writer.write_scalars(step, summary)
+                logging.info(
+                    "Step %d: valid top-1 %.4f, top-5 %.4f.",
+                    step,
+                    summary["valid/top1"],
+                    summary["valid/top5"],
+                )
+                result.eval_history.append((step, summary))
+            if ckpt and (step % checkpoint_steps == 0 or is_last):
+                _raise_if_nonfinite(pending, ckpt, last_saved)
+                ckpt.save(state, step)
+                last_saved = step
+            writer.flush()
+            if stop:
+                logging.warning(
+                    "Stopped by SIGTERM after step %d; rerun the same command to resume.", step
+                )
+                result.stopped_early = True
+                break
+    if ckpt:
+        ckpt.wait()
+        ckpt.close()
+    writer.flush()
+    result.state, result.step = state, step if total > start_step else start_step
+    return result
+
+
+def _train_summary(pending, last_log, step: int, total: int) -> dict[str, float]:
+    merged = pending[0][1]
+    for _, m in pending[1:]:
+        merged = merged.merge(m)
+    summary = summarize(jax.device_get(merged), "train")
+    last_step, last_time = last_log
+    now = time.monotonic()
+    steps_per_sec = (step - last_step) / max(now - last_time, 1e-9)
+    summary["train/steps_per_sec"] = steps_per_sec
+    eta = (total - step) / max(steps_per_sec, 1e-9)
+    logging.info(
+        "Step %d/%d (%.0f%%): loss %.4f, accuracy %.3f, lr %.3g, %.2f steps/s, ETA %s.",
+        step,
+        total,
+        100 * step / total,
+        summary["train/loss"],
+        summary["train/accuracy"],
+        summary["train/learning_rate"],
+        steps_per_sec,
+        _format_seconds(eta),
+    )
+    return summary
+
+
+def _format_seconds(s: float) -> str:
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
+
+
+def evaluate(config, workdir: str, *, dataset_fn=None) -> dict[str, float]:
+    """Evaluates the latest checkpoint in `workdir` on the validation split (one view per video).
+
+    The full multi-view, per-video evaluation is `vivit_jax.evaluate` (later issue).
+
+    Raises:
+      ValueError: when `workdir` holds no checkpoint.
+    """
+    config = config_lib.complete_config(config)
+    mesh = sharding.create_mesh(config.sharding.model_axis_size)
+    sharding.check_batch_size(
+        config.eval_batch_size or config.batch_size, mesh, "config.eval_batch_size"
+    )
+    ckpt = checkpointing.Checkpointer(workdir, config.max_checkpoints_to_keep)
+    step = ckpt.latest_step()
+    if step is None:
+        raise ValueError(f"No checkpoint in {checkpointing.checkpoint_dir(workdir)}; train first.")
+    dataset = (dataset_fn or _default_dataset_fn)(config, mesh=mesh, start_step=step)
+    exp = build_experiment(config, mesh=mesh, dataset=dataset)
+    abstract = checkpointing.abstract_like(exp.abstract_state, exp.state_shardings)
+    state, _ = ckpt.restore(abstract, step)
+    ckpt.close()
+    _, eval_fn = _compile_steps(exp)
+    summary = evaluate_split(exp, eval_fn, state, config.steps_per_eval)
+    summary["step"] = step
+    return summary
