@@ -91,18 +91,27 @@ class _EncoderWithPos(nn.Module):
         return nn.LayerNorm(epsilon=1e-6, name="encoder_norm")(x)
 
 
-def random_image_vit(seed=0, image_size=32, **kw):
-    """(module, params) with every parameter random (LayerNorms and biases too)."""
-    model = ImageViT(**kw)
-    params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, image_size, image_size, 3)))
-    params = params["params"]
-    flat = trees.flatten(params)
+def random_params(init_fn, *args, seed=0, scale=0.1):
+    """Random parameters shaped like `init_fn(*args)['params']`, without running the init.
+
+    `jax.eval_shape` only traces; a real init compiles a program per initialiser, which takes
+    seconds per model on a busy CPU. LayerNorm scales and biases are random too, so tests see
+    every parameter.
+    """
+    shapes = jax.eval_shape(init_fn, *args)["params"]
     rng = np.random.default_rng(seed)
-    noisy = {
-        p: np.asarray(v) + 0.1 * rng.standard_normal(np.shape(v)).astype(np.float32)
-        for p, v in flat.items()
+    flat = {
+        p: (scale * rng.standard_normal(s.shape)).astype(np.float32)
+        for p, s in trees.flatten(shapes).items()
     }
-    return model, trees.unflatten(noisy)
+    return trees.unflatten(flat)
+
+
+def random_image_vit(seed=0, image_size=32, **kw):
+    """(module, params) with every parameter random."""
+    model = ImageViT(**kw)
+    image = jnp.zeros((1, image_size, image_size, 3))
+    return model, random_params(model.init, jax.random.PRNGKey(0), image, seed=seed)
 
 
 # ------------------------------------------------------------------------------------------
@@ -189,7 +198,7 @@ def assert_trees_equal(a, b, atol=0.0):
 # ViViT helpers (the project's model zoo).
 
 
-def vivit_config(variant="spacetime", classifier="token", layers=2, t=2, **over):
+def vivit_config(variant="spacetime", classifier="token", layers=1, t=2, **over):
     cfg = ml_collections.ConfigDict()
     cfg.attention_config = ml_collections.ConfigDict({"type": variant})
     cfg.hidden_size, cfg.num_heads, cfg.mlp_dim, cfg.num_layers = HIDDEN, HEADS, MLP, layers
@@ -216,13 +225,19 @@ def vivit_config(variant="spacetime", classifier="token", layers=2, t=2, **over)
 
 
 def init_vivit(cfg, num_classes=5, video_shape=(1, 8, 32, 32, 3), seed=1):
+    """(model, random params of the model's shapes); the head is zero as the model inits it."""
     from vivit_jax.models import create_model
 
     model = create_model(cfg, num_classes)
-    params = model.init({"params": jax.random.PRNGKey(seed)}, jnp.zeros(video_shape), train=False)[
-        "params"
-    ]
-    return model, trees.to_numpy_tree(params)
+    params = random_params(
+        lambda rng, x: model.init({"params": rng}, x, train=False),
+        jax.random.PRNGKey(0),
+        jnp.zeros(video_shape),
+        seed=seed,
+    )
+    for leaf in params["output_projection"].values():
+        leaf[...] = 0.0
+    return model, params
 
 
 def prelogits(cfg, params, video, num_classes=5):
