@@ -1,0 +1,194 @@
+"""The `config.dataset_configs` keys, their defaults, and their validation.
+
+Keys carry Scenic's names wherever Scenic has one (`scenic/projects/vivit/configs/*`), so an
+original config's `dataset_configs` block works unchanged. `default_dataset_configs()` is the one
+place the defaults live; the training config module fills missing keys from it and rejects keys
+it does not know.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Keys of `dataset_configs` that the original configs set but that steer the trainer, not the
+# input pipeline. They are accepted (so original configs load) and ignored here.
+TRAINER_KEYS = ("do_multicrop_test", "log_test_epochs", "prefetch_to_device")
+
+# DMVR records: the name Scenic gives the reader, and aliases we accept.
+DMVR_DATASET_NAMES = ("video_tfrecord_dataset", "dmvr")
+
+
+def default_augmentation_params() -> ml_collections.ConfigDict:
+    """Train-time augmentation switches (`dataset_configs.augmentation_params`).
+
+    Same keys and meaning as Scenic's `video_ops.additional_augmentations`. RandAugment takes
+    priority over colour jitter: when both are on only RandAugment runs, as in the original.
+    """
+    return ml_collections.ConfigDict(
+        {
+            "do_jitter_scale": False,
+            "scale_min_factor": 0.9,
+            "scale_max_factor": 1.33,
+            "prob_scale_jitter": 1.0,
+            "do_color_augment": False,
+            "prob_color_augment": 0.8,
+            "prob_color_drop": 0.1,
+            "do_rand_augment": False,
+            "rand_augment_num_layers": 2,
+            "rand_augment_magnitude": 15,
+        }
+    )
+
+
+def default_dataset_configs() -> ml_collections.ConfigDict:
+    """Returns every `config.dataset_configs` key with its default.
+
+    Sampling and augmentation:
+      num_frames (32): frames per clip.
+      stride (2): temporal stride between sampled frames.
+      min_resize (256): frames are resized so their short side is this.
+      crop_size (224): square crop side (random in train, central in eval/test).
+      num_test_clips (1): clips per video at test time, evenly spaced (1 = the central clip).
+      do_three_spatial_crops (False): test views also take left/centre/right crops
+        (top/middle/bottom for portrait frames), so views = num_test_clips * 3.
+      zero_centering (True): values in [-1, 1]; otherwise [0, 1].
+      random_flip (None): horizontal flip with p=0.5 in train. None = on, except for
+        Something-Something-v2 (detected from the dataset name or DMVR table names), where
+        left and right are part of the label.
+      augmentation_params: see `default_augmentation_params`.
+    Labels:
+      one_hot_labels (False): `label` is float32 one-hot `[B, C]` instead of int32 `[B]`.
+      multi_label (False): a record's several label indices become a float32 multi-hot `[B, C]`
+        (DMVR `clip/label/index` with several values).
+      label_offset (0): subtracted from stored labels (1-indexed records).
+      num_classes (None): required for DMVR records; checked against TFDS metadata otherwise.
+    Splits and batching:
+      train_split ('train'), eval_split ('validation'), test_split ('test').
+      test_batch_size (None): videos per multi-view test batch; None = `config.eval_batch_size`.
+      num_parallel_calls (-1): parallel decode calls per process; -1 lets tf.data choose.
+      prefetch (2): batches prepared ahead on the host.
+    Sources:
+      data_dir (None): TFDS data directory; None = TFDS's default (~/tensorflow_datasets).
+      base_dir, tables, examples_per_subset: DMVR records (dataset_name
+        'video_tfrecord_dataset'), as in the original configs; `tables` maps a split to
+        'name@N' (N shards 'name-0000i-of-0000N'), a file name or a list of files, relative to
+        `base_dir`. The true example count is read from the records; `examples_per_subset`
+        is only checked against it.
+    Accepted for compatibility and used by the trainer, not here: do_multicrop_test,
+      log_test_epochs, prefetch_to_device.
+    """
+    return ml_collections.ConfigDict(
+        {
+            "num_frames": 32,
+            "stride": 2,
+            "min_resize": 256,
+            "crop_size": 224,
+            "num_test_clips": 1,
+            "do_three_spatial_crops": False,
+            "zero_centering": True,
+            "random_flip": None,
+            "augmentation_params": default_augmentation_params(),
+            "one_hot_labels": False,
+            "multi_label": False,
+            "label_offset": 0,
+            "num_classes": None,
+            "train_split": "train",
+            "eval_split": "validation",
+            "test_split": "test",
+            "test_batch_size": None,
+            "num_parallel_calls": -1,
+            "prefetch": 2,
+            "data_dir": None,
+            "base_dir": None,
+            "tables": None,
+            "examples_per_subset": None,
+            "do_multicrop_test": False,
+            "log_test_epochs": 1,
+            "prefetch_to_device": 2,
+        }
+    )
+
+
+def _as_dict(value):
+    if value is None:
+        return None
+    if isinstance(value, ml_collections.ConfigDict):
+        return value.to_dict()
+    return dict(value)
+
+
+def resolve(dataset_configs) -> ml_collections.ConfigDict:
+    """Returns the defaults overridden by `dataset_configs`; unknown keys raise, naming the key."""
+    defaults = default_dataset_configs()
+    given = _as_dict(dataset_configs) or {}
+    out = {}
+    for key, default in defaults.items():
+        out[key] = default
+    for key, value in given.items():
+        if key not in defaults:
+            raise ValueError(
+                f"Unknown key dataset_configs.{key}. Known keys: {', '.join(sorted(defaults))}."
+            )
+        if key == "augmentation_params":
+            aug = default_augmentation_params().to_dict()
+            for akey, avalue in (_as_dict(value) or {}).items():
+                if akey not in aug:
+                    raise ValueError(
+                        f"Unknown key dataset_configs.augmentation_params.{akey}. "
+                        f"Known keys: {', '.join(sorted(aug))}."
+                    )
+                aug[akey] = avalue
+            value = aug
+        out[key] = value
+    cfg = ml_collections.ConfigDict(
+        {k: (_as_dict(v) if k in ("tables", "examples_per_subset") else v) for k, v in out.items()}
+    )
+    _validate(cfg)
+    return cfg
+
+
+def _check(cond: bool, key: str, value, why: str) -> None:
+    if not cond:
+        raise ValueError(f"dataset_configs.{key}={value!r}: {why}")
+
+
+def _validate(cfg: ml_collections.ConfigDict) -> None:
+    for key in ("num_frames", "stride", "min_resize", "crop_size", "num_test_clips"):
+        value = cfg[key]
+        _check(isinstance(value, int) and value >= 1, key, value, "must be a positive integer.")
+    _check(
+        cfg.min_resize >= cfg.crop_size,
+        "min_resize",
+        cfg.min_resize,
+        f"must be >= dataset_configs.crop_size ({cfg.crop_size}).",
+    )
+    if cfg.test_batch_size is not None:
+        _check(cfg.test_batch_size >= 1, "test_batch_size", cfg.test_batch_size, "must be >= 1.")
+    aug = cfg.augmentation_params
+    _check(
+        0 < aug.scale_min_factor <= aug.scale_max_factor,
+        "augmentation_params.scale_min_factor",
+        aug.scale_min_factor,
+        "need 0 < scale_min_factor <= scale_max_factor.",
+    )
+    for key in ("prob_scale_jitter", "prob_color_augment", "prob_color_drop"):
+        value = aug[key]
+        _check(0.0 <= value <= 1.0, f"augmentation_params.{key}", value, "must be in [0, 1].")
+    _check(
+        aug.rand_augment_num_layers >= 0,
+        "augmentation_params.rand_augment_num_layers",
+        aug.rand_augment_num_layers,
+        "must be >= 0.",
+    )
+    _check(
+        aug.rand_augment_magnitude >= 0,
+        "augmentation_params.rand_augment_magnitude",
+        aug.rand_augment_magnitude,
+        "must be >= 0.",
+    )
+    _check(
+        cfg.num_parallel_calls == -1 or cfg.num_parallel_calls >= 1,
+        "num_parallel_calls",
+        cfg.num_parallel_calls,
+        "must be -1 (autotune) or >= 1.",
+    )
