@@ -1,0 +1,99 @@
+"""Speed switches keep the numerics: bf16 ≈ float32, remat = same gradients, fused = einsum."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.models.helpers import TINY_INPUT, randomize, tiny_config
+from vivit_jax.models import create_model
+
+KINDS = [
+    "spacetime",
+    "factorized_encoder",
+    "factorized_self_attention_block",
+    "factorized_dot_product_attention",
+]
+
+
+def _setup(kind, **overrides):
+    cfg = tiny_config(kind, "gap", **overrides)
+    model = create_model(cfg, num_classes=5)
+    video = jax.random.normal(jax.random.key(0), TINY_INPUT)
+    params = model.init(jax.random.key(1), video, train=False)["params"]
+    return cfg, model, video, randomize(params, jax.random.key(2), scale=0.05)
+
+
+def _forward(model, params, video):
+    return jax.jit(lambda p, v: model.apply({"params": p}, v, train=False))(params, video)
+
+
+def _loss(model, params, video, train):
+    logits = model.apply(
+        {"params": params}, video, train=train, rngs={"dropout": jax.random.key(4)}
+    )
+    return jnp.mean(jax.nn.log_softmax(logits)[:, 0])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bfloat16_close_to_float32(kind):
+    cfg, model, video, params = _setup(kind)
+    bf16 = create_model(cfg, num_classes=5, dtype="bfloat16")
+    ref = _forward(model, params, video)
+    out = _forward(bf16, params, video)
+    assert out.dtype == jnp.float32  # logits come back in float32
+    assert jax.tree.leaves(params)[0].dtype == jnp.float32
+    np.testing.assert_allclose(out, ref, atol=0.05 * float(jnp.abs(ref).max()) + 1e-3)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_remat_gives_identical_gradients(kind):
+    # Dropout and stochastic depth on: remat must replay the same random masks.
+    over = dict(dropout_rate=0.1, attention_dropout_rate=0.1, stochastic_droplayer_rate=0.3)
+    cfg, model, video, params = _setup(kind, **over)
+    remat = create_model(tiny_config(kind, "gap", remat=True, **over), num_classes=5)
+    g0 = jax.jit(jax.grad(lambda p: _loss(model, p, video, True)))(params)
+    g1 = jax.jit(jax.grad(lambda p: _loss(remat, p, video, True)))(params)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_attention_matches_einsum(kind):
+    cfg, model, video, params = _setup(kind)
+    fused = create_model(tiny_config(kind, "gap", attention_implementation="fused"), num_classes=5)
+    np.testing.assert_allclose(
+        _forward(fused, params, video),
+        _forward(model, params, video),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_dropout_and_stochastic_depth_only_in_training():
+    over = dict(dropout_rate=0.3, attention_dropout_rate=0.3, stochastic_droplayer_rate=0.5)
+    _, model, video, params = _setup("spacetime", **over)
+    a = model.apply({"params": params}, video, train=False)
+    b = model.apply({"params": params}, video, train=False)
+    np.testing.assert_array_equal(a, b)
+    t1 = model.apply({"params": params}, video, train=True, rngs={"dropout": jax.random.key(0)})
+    t2 = model.apply({"params": params}, video, train=True, rngs={"dropout": jax.random.key(1)})
+    assert np.abs(t1 - t2).max() > 1e-4
+
+
+def test_stochastic_depth_drops_whole_branches_per_example_without_rescaling():
+    from vivit_jax.models.layers import EncoderBlock
+
+    x = jax.random.normal(jax.random.key(0), (64, 5, 16))
+    block = EncoderBlock(mlp_dim=32, num_heads=2, droplayer_p=0.5)
+    params = randomize(block.init(jax.random.key(1), x, True)["params"], jax.random.key(2))
+    y = jax.jit(
+        lambda p: block.apply({"params": p}, x, False, rngs={"dropout": jax.random.key(3)})
+    )(params)
+    full = jax.jit(lambda p: block.apply({"params": p}, x, True))(params)
+    # Each example either equals the deterministic output (both branches kept, not rescaled),
+    # or differs from it; with p=0.5 per branch about a quarter keep both.
+    same = np.all(np.isclose(y, full, atol=1e-6), axis=(1, 2))
+    assert 4 <= same.sum() <= 32
+    identity = np.all(np.isclose(y, x, atol=1e-6), axis=(1, 2))  # both branches dropped
+    assert 4 <= identity.sum() <= 32
