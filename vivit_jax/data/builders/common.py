@@ -28,7 +28,9 @@ from etils import epath
 
 from vivit_jax.data import video_io
 
-SHORT_SIDES = (256, 128, 160, 224, 288, 320)
+# Short sides with a named config 'short<N>'; 256 (the first, the default) as the original;
+# 32 is for tests and quick experiments.
+SHORT_SIDES = (256, 128, 160, 224, 288, 320, 32)
 
 
 class LocalCodePath:
@@ -53,7 +55,7 @@ class VideoBuilderConfig(tfds.core.BuilderConfig):
 
 
 def video_configs() -> list[VideoBuilderConfig]:
-    """'short256' (the default, as the original) and other short sides; 'original' = no resize."""
+    """'short256' (the default, as the original), other 'short<N>'; 'original' = no resize."""
     configs = [
         VideoBuilderConfig(
             name=f"short{s}", description=f"Frames resized to short side {s}.", short_side=s

@@ -1,0 +1,100 @@
+r"""Builds a dataset in one command.
+
+  python -m vivit_jax.data.build --dataset=moving_shapes --data_dir=~/tensorflow_datasets
+  python -m vivit_jax.data.build --dataset=kinetics400 --manual_dir=/data/k400 \
+      --data_dir=/data/tfds [--config=short256] [--num_workers=16]
+  python -m vivit_jax.data.build --dataset=something_something_v2 --manual_dir=/data/ssv2 \
+      --data_dir=/data/tfds
+
+`--dataset` may name a config ('kinetics400/short320', 'moving_shapes/tiny'). A dataset that
+is already built is left as it is (use --overwrite to rebuild). For the video datasets, the
+rows that were skipped (missing or undecodable files) are printed and written to
+`<data_dir>/<name>/<config>/<version>/build_report.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m vivit_jax.data.build", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        help="moving_shapes, kinetics400, kinetics600, kinetics700, something_something_v2, "
+        "optionally with /<config>.",
+    )
+    parser.add_argument(
+        "--data_dir", default=None, help="TFDS data dir (default ~/tensorflow_datasets)."
+    )
+    parser.add_argument(
+        "--manual_dir",
+        default=None,
+        help="Folder with the downloaded videos and annotations (default <data_dir>/downloads/manual).",
+    )
+    parser.add_argument("--config", default=None, help="Builder config, e.g. short256 or tiny.")
+    parser.add_argument("--num_workers", type=int, default=None, help="Decoding threads.")
+    parser.add_argument("--overwrite", action="store_true", help="Rebuild if already built.")
+    return parser.parse_args(argv)
+
+
+def build(
+    dataset: str,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    config: str | None = None,
+    num_workers: int | None = None,
+    overwrite: bool = False,
+):
+    """Builds `dataset`; returns the builder (with `build_reports` for the video datasets)."""
+    import tensorflow_datasets as tfds
+
+    import vivit_jax.data  # noqa: F401  (registers the builders)
+
+    name = dataset if config is None else f"{dataset.split('/')[0]}/{config}"
+    data_dir = os.path.expanduser(data_dir) if data_dir else None
+    kwargs = {}
+    if num_workers and not name.startswith("moving_shapes"):
+        kwargs["num_workers"] = num_workers
+    builder = tfds.builder(name, data_dir=data_dir, **kwargs)
+    download_config = tfds.download.DownloadConfig(
+        manual_dir=os.path.expanduser(manual_dir) if manual_dir else None,
+        download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
+        if overwrite
+        else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
+    )
+    if builder.is_prepared() and not overwrite:
+        print(f"{builder.info.full_name} is already built in {builder.data_dir}.")
+        return builder
+    start = time.time()
+    builder.download_and_prepare(download_config=download_config)
+    reports = getattr(builder, "build_reports", {})
+    if reports:
+        path = os.path.join(builder.data_dir, "build_report.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({s: r.to_json() for s, r in reports.items()}, f, indent=1)
+        print("\n".join(r.summary() for r in reports.values()))
+        print(f"Skipped-file report: {path}")
+    splits = {s: v.num_examples for s, v in builder.info.splits.items()}
+    print(
+        f"Built {builder.info.full_name} in {time.time() - start:.0f} s: {splits} -> {builder.data_dir}"
+    )
+    return builder
+
+
+def main(argv=None):
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    build(
+        args.dataset, args.data_dir, args.manual_dir, args.config, args.num_workers, args.overwrite
+    )
+
+
+if __name__ == "__main__":
+    main()
