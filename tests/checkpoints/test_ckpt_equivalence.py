@@ -44,7 +44,7 @@ def _image_prelogits(model, params, frames):
 def _inflate(cfg, path, **init_from):
     _, params = lib.init_vivit(cfg, video_shape=VIDEO.shape)
     config = lib.init_from_config(cfg, checkpoint_path=path, **init_from)
-    return checkpoints.init_from_pretrained(params, config)
+    return checkpoints.init_from_pretrained(params, config, input_shape=VIDEO.shape[1:4])
 
 
 @pytest.mark.parametrize("kernel_init", ["central_frame_initializer", "average_frame_initializer"])

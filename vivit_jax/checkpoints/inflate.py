@@ -123,7 +123,7 @@ class _Surgery:
         if value.shape != want:
             raise CheckpointError(
                 f"Shape mismatch for {name}: checkpoint {value.shape}"
-                f"{'' if spath is None else ' (' + trees.path_str(spath) + ')'}, model {want}."
+                f"{'' if spath in (None, tpath) else ' (' + trees.path_str(spath) + ')'}, model {want}."
             )
         self.out[tpath] = value.astype(np.asarray(self.target[tpath]).dtype, copy=False)
         src_shape = None if spath is None else tuple(np.shape(self.src[spath]))
@@ -197,14 +197,12 @@ class _Surgery:
     def embedding(self):
         if not self.init_from.restore_input_embedding:
             return
-        self.put(
-            ("embedding", "bias"), self.src[("embedding", "bias")], "copied", ("embedding", "bias")
-        )
         src = np.asarray(self.src[("embedding", "kernel")])
         want = tuple(np.shape(self.target[("embedding", "kernel")]))
         spath = ("embedding", "kernel")
         if src.shape == want:
             self.put(spath, src, "copied", spath)
+            self.embedding_bias()
             return
         if src.ndim != 4 or len(want) != 5 or want[1:] != src.shape:
             raise CheckpointError(
@@ -226,6 +224,11 @@ class _Surgery:
                 f"patch kernel use one of {KERNEL_INITS}."
             )
         self.put(spath, kernel, action, spath)
+        self.embedding_bias()
+
+    def embedding_bias(self):
+        path = ("embedding", "bias")
+        self.put(path, self.src[path], "copied", path)
 
     def tokens(self):
         """CLS tokens of the model from the checkpoint's, where both exist."""
@@ -355,13 +358,15 @@ class _Surgery:
             return Grid(
                 tec.n_sampled_frames, *posemb.square_grid(n // tec.n_sampled_frames, name)[1:]
             )
-        if src is not None and n % (src.nh * src.nw) == 0:
-            return Grid(
-                n // (src.nh * src.nw), src.nh, src.nw
-            )  # Same frame size as the checkpoint.
+        tile_only = self.init_from.positional_embed_size_change == "tile"
+        if tile_only and src is not None and n % (src.nh * src.nw) == 0:
+            # 'tile' keeps the checkpoint's frame size, so only the frame count is unknown.
+            return Grid(n // (src.nh * src.nw), src.nh, src.nw)
+        # Otherwise n = nt * nh * nw has several readings (e.g. 144 = 4x6x6 = 9x4x4).
         raise CheckpointError(
-            f"{name}: cannot tell the model's token grid from {n} tokens; pass input_shape="
-            "(frames, height, width) (or set config.dataset_configs.num_frames and crop_size)."
+            f"{name}: cannot tell the model's token grid (frames x height x width) from {n} "
+            "tokens; pass input_shape=(frames, height, width) to init_from_pretrained (or set "
+            "config.dataset_configs.num_frames and crop_size)."
         )
 
     def heads(self):
