@@ -149,7 +149,7 @@ def test_average_inflation_on_static_clip_equals_2d_patch_embedding(vit_gap):
     )
     _, target = lib.init_vivit(cfg)
     init_from = checkpoints.resolve_init_from(None)
-    new, _ = checkpoints.inflate_params(target, vit, cfg, init_from)
+    new, _ = checkpoints.inflate_params(target, vit, cfg, init_from, input_shape=(8, 32, 32))
     kernel3d = new["embedding"]["kernel"]  # (2, 8, 8, 3, D)
     patch = STATIC[0, :2, :8, :8]  # One tubelet of a static clip: (t, h, w, 3).
     np.testing.assert_allclose(
