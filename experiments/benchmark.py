@@ -1,0 +1,333 @@
+"""Training and inference throughput of vivit_jax, optionally side by side with HuggingFace's ViViT.
+
+Examples:
+
+    # The three CPU comparison configs of issue #8 against transformers' VivitForVideoClassification
+    # (needs `pip install torch==2.13.0 transformers` in this environment):
+    python experiments/benchmark.py --preset=a,b,c --peer --json=/tmp/bench.json
+
+    # Any variant / size on whatever device JAX sees (e.g. a GPU), bf16, remat, fused attention:
+    python experiments/benchmark.py --variant=factorized_encoder --size=B --frames=32 \
+        --resolution=224 --batch=8 --dtype=bfloat16 --remat --attention=fused
+
+Reports clips/s, step time, peak memory (GPU) and achieved FLOP/s as a fraction of the device's
+float32 (or bf16) matrix-multiply peak, measured in the same run. Runs alternate between the two
+frameworks, several repeats, and report medians; nothing here asserts on time. Does not import
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vivit_jax import steps  # noqa: E402
+from vivit_jax.models import SIZES, create_model  # noqa: E402
+from vivit_jax.tools.summary import count_params  # noqa: E402
+
+# Issue #8's CPU comparison configs: Model 1, token classifier, 2x16x16 tubelets, float32.
+PRESETS = {
+    "a": dict(
+        frames=8, resolution=64, hidden=192, layers=12, heads=3, mlp=768, classes=10, batch=8
+    ),
+    "b": dict(
+        frames=16, resolution=112, hidden=384, layers=12, heads=6, mlp=1536, classes=400, batch=4
+    ),
+    "c": dict(
+        frames=8,
+        resolution=224,
+        **{k: v for k, v in zip(("hidden", "layers", "heads", "mlp"), SIZES["B"].values())},
+        classes=400,
+        batch=2,
+    ),
+}
+
+
+def model_config(variant: str, hidden, layers, heads, mlp, attention, remat, classifier):
+    c = dict(
+        attention_config=dict(type=variant),
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=heads,
+        mlp_dim=mlp,
+        patches=dict(size=(16, 16, 2)),
+        classifier=classifier,
+        representation_size=None,
+        dropout_rate=0.0,
+        attention_dropout_rate=0.0,
+        attention_implementation=attention,
+        remat=remat,
+    )
+    if variant == "factorized_encoder":
+        c["spatial_transformer"] = dict(num_layers=layers, num_heads=heads, mlp_dim=mlp)
+        c["temporal_transformer"] = dict(num_layers=4, num_heads=heads, mlp_dim=mlp)
+    return ml_collections.ConfigDict(c)
+
+
+def matmul_peak_flops(dtype=jnp.float32, n: int = 2048, repeats: int = 5) -> float:
+    """Best observed FLOP/s (2 per multiply-add) of an n x n matmul on the default device."""
+    a = jnp.ones((n, n), dtype)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+class JaxRunner:
+    """vivit_jax: the project's own `steps.train_step` (AdamW) and a jitted forward."""
+
+    name = "vivit_jax"
+
+    def __init__(self, cfg, num_classes, shape, dtype):
+        self.model = create_model(cfg, num_classes, dtype=dtype)
+        rng = np.random.default_rng(0)
+        self.x = jnp.asarray(rng.uniform(-1, 1, shape).astype(np.float32))
+        self.batch = dict(
+            inputs=self.x,
+            label=jnp.asarray(rng.integers(0, num_classes, shape[0]), jnp.int32),
+            batch_mask=jnp.ones(shape[0], jnp.float32),
+        )
+        params = jax.jit(lambda: self.model.init(jax.random.key(0), self.x, train=False))()
+        params = params["params"]
+        self.num_params = count_params(params)
+        tx = optax.adamw(1e-4)
+        schedule = lambda step: jnp.full((), 1e-4)  # noqa: E731
+        self.state = steps.TrainState(
+            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params)
+        )
+        loss_cfg = steps.LossConfig(num_classes=num_classes)
+        step = functools.partial(
+            steps.train_step, model=self.model, tx=tx, schedule=schedule, loss_config=loss_cfg
+        )
+        self.train = jax.jit(step, donate_argnums=0)
+        self.infer = jax.jit(lambda p, v: self.model.apply({"params": p}, v, train=False))
+        self.rng = jax.random.key(1)
+        compiled = self.train.lower(self.state, self.batch, self.rng).compile()
+        self.train_flops = _flops(compiled)
+        self.infer_flops = _flops(self.infer.lower(params, self.x).compile())
+
+    def train_step(self):
+        self.state, metrics = self.train(self.state, self.batch, self.rng)
+        jax.block_until_ready(metrics)
+
+    def infer_step(self):
+        self.infer(self.state.params, self.x).block_until_ready()
+
+
+def _flops(compiled) -> float:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, list):  # older JAX returns one dict per device
+        analysis = analysis[0]
+    return float(analysis.get("flops", 0.0)) if analysis else 0.0
+
+
+class TorchRunner:
+    """HuggingFace `VivitForVideoClassification` on the same config (the PyTorch peer)."""
+
+    name = "transformers"
+
+    def __init__(self, p, shape):
+        import torch
+        import transformers
+
+        torch.manual_seed(0)
+        torch.set_num_threads(os.cpu_count())
+        self.torch = torch
+        config = transformers.VivitConfig(
+            image_size=p["resolution"],
+            num_frames=p["frames"],
+            tubelet_size=[2, 16, 16],
+            hidden_size=p["hidden"],
+            num_hidden_layers=p["layers"],
+            num_attention_heads=p["heads"],
+            intermediate_size=p["mlp"],
+            hidden_act="gelu_fast",
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            layer_norm_eps=1e-6,
+            num_labels=p["classes"],
+        )
+        self.model = transformers.VivitForVideoClassification(config)
+        b, t, h, w, c = shape
+        self.x = torch.rand(b, t, c, h, w) * 2 - 1
+        self.y = torch.randint(0, p["classes"], (b,))
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.attn = getattr(self.model.config, "_attn_implementation", "?")
+
+    def train_step(self):
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        logits = self.model(pixel_values=self.x).logits
+        loss = self.torch.nn.functional.cross_entropy(logits, self.y)
+        loss.backward()
+        self.opt.step()
+
+    def infer_step(self):
+        self.model.eval()
+        with self.torch.inference_mode():
+            self.model(pixel_values=self.x)
+
+
+def _time(fn, n: int) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t) / n
+
+
+def measure(runners, mode: str, repeats: int, steps_per_repeat: int, warmup: int):
+    """Median seconds per step of each runner, alternating runners within every repeat."""
+    for r in runners:
+        for _ in range(warmup):
+            getattr(r, f"{mode}_step")()
+    times = {r.name: [] for r in runners}
+    for i in range(repeats):
+        order = runners if i % 2 == 0 else runners[::-1]
+        for r in order:
+            times[r.name].append(_time(getattr(r, f"{mode}_step"), steps_per_repeat))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def peak_memory_bytes() -> int | None:
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use")
+
+
+def run_case(name, p, args, peak):
+    shape = (p["batch"], p["frames"], p["resolution"], p["resolution"], 3)
+    cfg = model_config(
+        p.get("variant", "spacetime"),
+        p["hidden"],
+        p["layers"],
+        p["heads"],
+        p["mlp"],
+        args.attention,
+        args.remat,
+        p.get("classifier", "token"),
+    )
+    jax_runner = JaxRunner(cfg, p["classes"], shape, args.dtype)
+    runners = [jax_runner]
+    if args.peer:
+        runners.append(TorchRunner(p, shape))
+    row = dict(
+        case=name,
+        shape=list(shape),
+        params=jax_runner.num_params,
+        dtype=args.dtype,
+        remat=args.remat,
+        attention=args.attention,
+        device=str(jax.devices()[0]),
+    )
+    for mode in ("train", "infer"):
+        if mode == "infer" and args.train_only:
+            continue
+        med = measure(runners, mode, args.repeats, args.steps, args.warmup)
+        flops = jax_runner.train_flops if mode == "train" else jax_runner.infer_flops
+        sec = med["vivit_jax"]
+        row[mode] = dict(
+            step_s=sec,
+            clips_per_s=shape[0] / sec,
+            tflops_per_s=flops / sec / 1e12,
+            fraction_of_matmul_peak=flops / sec / peak,
+        )
+        if args.peer:
+            row[mode]["peer_step_s"] = med["transformers"]
+            row[mode]["speedup_vs_peer"] = med["transformers"] / sec
+    row["peak_memory_bytes"] = peak_memory_bytes()
+    return row
+
+
+def print_table(rows, peak):
+    print(f"\nmatmul peak on {jax.devices()[0]}: {peak / 1e9:.1f} GFLOP/s")
+    head = f"{'case':<8}{'mode':<7}{'step ms':>10}{'clips/s':>10}{'GFLOP/s':>10}{'% peak':>8}"
+    head += f"{'peer ms':>10}{'speedup':>9}"
+    print(head)
+    for r in rows:
+        for mode in ("train", "infer"):
+            if mode not in r:
+                continue
+            m = r[mode]
+            line = (
+                f"{r['case']:<8}{mode:<7}{m['step_s'] * 1e3:>10.1f}{m['clips_per_s']:>10.2f}"
+                f"{m['tflops_per_s'] * 1e3:>10.1f}{100 * m['fraction_of_matmul_peak']:>7.0f}%"
+            )
+            if "peer_step_s" in m:
+                line += f"{m['peer_step_s'] * 1e3:>10.1f}{m['speedup_vs_peer']:>8.2f}x"
+            print(line)
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--preset", default="", help="comma-separated presets: a, b, c")
+    ap.add_argument("--variant", default="spacetime")
+    ap.add_argument("--size", default="B", choices=sorted(SIZES))
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--resolution", type=int, default=224)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--classes", type=int, default=400)
+    ap.add_argument("--classifier", default="token")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--remat", action="store_true")
+    ap.add_argument("--attention", default="einsum", choices=["einsum", "fused"])
+    ap.add_argument("--peer", action="store_true", help="also run transformers' ViViT (Model 1)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=3, help="steps per timed repeat")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+
+    peak = matmul_peak_flops(jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
+    cases = []
+    if args.preset:
+        cases = [(name, PRESETS[name]) for name in args.preset.split(",")]
+    else:
+        s = SIZES[args.size]
+        cases = [
+            (
+                f"{args.variant[:10]}-{args.size}",
+                dict(
+                    variant=args.variant,
+                    frames=args.frames,
+                    resolution=args.resolution,
+                    hidden=s["hidden_size"],
+                    layers=s["num_layers"],
+                    heads=s["num_heads"],
+                    mlp=s["mlp_dim"],
+                    classes=args.classes,
+                    batch=args.batch,
+                    classifier=args.classifier,
+                ),
+            )
+        ]
+    rows = []
+    for name, p in cases:
+        rows.append(run_case(name, p, args, peak))
+        print(json.dumps(rows[-1]), flush=True)
+    print_table(rows, peak)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(matmul_peak_flops=peak, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
