@@ -1,6 +1,8 @@
 """Every reader returns the same Scenic-layout tree; bad inputs give clear errors."""
 
+import gc
 import os
+import time
 
 import ckpt_testlib as lib
 import numpy as np
@@ -159,6 +161,7 @@ def test_truncated_msgpack(tmp_path, vit):
         checkpoints.load_params(path)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_truncated_orbax(tmp_path, vit):
     checkpoints.save_params_orbax(tmp_path, vit, step=1)
     data_dir = tmp_path / "1" / "state" / "ocdbt.process_0" / "d"
@@ -166,6 +169,10 @@ def test_truncated_orbax(tmp_path, vit):
         _truncate(data_dir / name, keep=0.3)
     with pytest.raises(CheckpointError, match="orbax"):
         checkpoints.load_params(tmp_path)
+    # tensorstore's reader threads report the failed read to an event loop orbax has closed;
+    # let that noise happen inside this test, where it is ignored.
+    gc.collect()
+    time.sleep(0.5)
 
 
 def test_npz_without_vit_parameters(tmp_path):

@@ -94,7 +94,7 @@ def detect_format(path: str) -> tuple[str, str]:
     if os.path.isfile(path):
         return _detect_file_format(path), path
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"No checkpoint at {path!r}.")
+        raise FileNotFoundError(f"No checkpoint at {path!r}: the path does not exist.")
     entries = set(os.listdir(path))
     if "config.json" in entries and entries & set(_HF_WEIGHTS):
         return "huggingface", path
