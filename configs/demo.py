@@ -63,11 +63,11 @@ def get_config(arg: str | None = None):
     config.optimizer = "adamw"
     config.optimizer_configs.weight_decay = 1e-4
     config.max_grad_norm = 1.0
-    config.num_training_epochs = 30
-    common.cosine_schedule(config, base_learning_rate=1e-3, warmup_steps=100)
-    config.log_summary_steps = 50
-    config.log_eval_steps = 500
-    config.checkpoint_steps = 500
+    config.num_training_epochs = 5  # 100 steps per epoch.
+    common.cosine_schedule(config, base_learning_rate=1e-3, warmup_steps=50)
+    config.log_summary_steps = 25
+    config.log_eval_steps = 250
+    config.checkpoint_steps = 250
 
     if "tiny" in args:
         config.dataset_name = "moving_shapes/tiny"

@@ -180,9 +180,9 @@ def _overridable_nones(c: ConfigDict) -> None:
 
 def _unknown_key(path: str, key: str, known) -> ValueError:
     near = difflib.get_close_matches(key, list(known), n=1)
-    hint = f" Did you mean {path}.{near[0]!r}?" if near else ""
+    hint = f" Did you mean '{path}.{near[0]}'?" if near else ""
     return ValueError(
-        f"Unknown config key {path}.{key!r}.{hint} Known keys under {path!r}: {sorted(known)}."
+        f"Unknown config key '{path}.{key}'.{hint} Known keys under '{path}': {sorted(known)}."
     )
 
 

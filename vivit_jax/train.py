@@ -236,7 +236,8 @@ def evaluate_split(exp: Experiment, eval_fn, state, max_steps: int | None) -> di
     return summarize(jax.device_get(merged), "valid")
 
 
-def _compile_steps(exp: Experiment):
+def compile_steps(exp: Experiment):
+    """`(train_fn, eval_fn)`: the steps bound to the experiment and jitted with its shardings."""
     loss_config = steps.LossConfig.from_config(
         exp.config, exp.num_classes, sharding.compute_batch_sharding(exp.mesh)
     )
@@ -320,7 +321,7 @@ def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
     else:
         state = initial_state(exp)
         _log_model_summary(exp, writer)
-    train_fn, eval_fn = _compile_steps(exp)
+    train_fn, eval_fn = compile_steps(exp)
 
     total = exp.total_steps
     log_eval_steps = config.log_eval_steps or exp.steps_per_epoch
@@ -441,7 +442,7 @@ def evaluate(config, workdir: str, *, dataset_fn=None) -> dict[str, float]:
     abstract = checkpointing.abstract_like(exp.abstract_state, exp.state_shardings)
     state, _ = ckpt.restore(abstract, step)
     ckpt.close()
-    _, eval_fn = _compile_steps(exp)
+    _, eval_fn = compile_steps(exp)
     summary = evaluate_split(exp, eval_fn, state, config.steps_per_eval)
     summary["step"] = step
     return summary

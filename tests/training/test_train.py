@@ -1,0 +1,126 @@
+"""train_and_evaluate: exact resume (also after SIGTERM), NaN stop, checkpoint layout, bad input."""
+
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from tests.training.conftest import make_dataset, tiny_config
+from vivit_jax import checkpointing, train
+
+
+def _run(config, workdir, **dataset_kwargs):
+    def dataset_fn(config, *, mesh, start_step):
+        return make_dataset(config, mesh=mesh, start_step=start_step, **dataset_kwargs)
+
+    return train.train_and_evaluate(config, str(workdir), dataset_fn=dataset_fn)
+
+
+def _assert_same_params(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """6 steps without interruption (dropout and mixup on, so the rng matters)."""
+    workdir = tmp_path_factory.mktemp("straight")
+    return workdir, _run(_config(), workdir)
+
+
+def _config(**kw):
+    return tiny_config(
+        **{"model.dropout_rate": 0.1, "mixup.alpha": 0.2, "num_training_steps": 6, **kw}
+    )
+
+
+def test_run_logs_evaluates_and_checkpoints(straight):
+    workdir, result = straight
+    assert result.step == 6 and not result.stopped_early
+    assert [s for s, _ in result.train_history] == [1, 2, 3, 4, 5, 6]
+    assert [s for s, _ in result.eval_history] == [3, 6]
+    assert {"train/loss", "train/accuracy", "train/learning_rate", "train/grad_norm"} <= set(
+        result.train_history[-1][1]
+    )
+    assert {"valid/top1", "valid/top5", "valid/loss"} <= set(result.eval_history[-1][1])
+    # Orbax layout the checkpoints package reads: <workdir>/checkpoints/<step>/state/params.
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["3", "6"]
+    from vivit_jax.checkpoints import load_params
+
+    params = load_params(str(workdir / "checkpoints" / "6"))
+    _assert_same_params(params, result.state.params)
+
+
+def test_resume_equals_straight_run(straight, tmp_path):
+    _, ref = straight
+    first = _run(_config(num_training_steps=6), tmp_path, on_step=_stop_at(3))
+    assert first.stopped_early and first.step == 3
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3"]
+    second = _run(_config(), tmp_path)
+    assert second.step == 6
+    _assert_same_params(second.state.params, ref.state.params)
+    np.testing.assert_allclose(
+        [h["train/loss"] for _, h in first.train_history + second.train_history],
+        [h["train/loss"] for _, h in ref.train_history],
+        rtol=1e-6,
+    )
+    assert second.eval_history[-1][1] == pytest.approx(ref.eval_history[-1][1])
+
+
+def _stop_at(step):
+    """Sends this process SIGTERM while the batch of `step` is being prepared."""
+
+    def on_step(s):
+        if s == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return on_step
+
+
+def test_nan_loss_stops_after_last_good_checkpoint(tmp_path):
+    with pytest.raises(FloatingPointError, match="at step 5.*checkpoint \\(step 3\\)"):
+        _run(_config(log_summary_steps=2), tmp_path, nan_at_step=5)
+    ckpt = checkpointing.Checkpointer(str(tmp_path))
+    assert ckpt.latest_step() == 3
+    ckpt.close()
+
+
+def test_batch_not_divisible_by_devices(tmp_path):
+    with pytest.raises(ValueError, match="batch_size=6 is not divisible by the 8 devices"):
+        _run(_config(batch_size=6), tmp_path)
+
+
+def test_unwritable_workdir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match="is not writable"):
+        _run(_config(), blocker / "workdir")
+
+
+def test_unknown_key(tmp_path):
+    config = _config()
+    config.unlock()
+    config.num_trainig_steps = 3
+    with pytest.raises(ValueError, match="'config.num_trainig_steps'.*num_training_steps"):
+        _run(config, tmp_path)
+
+
+def test_missing_dataset_says_how_to_build_it(tmp_path):
+    config = _config()
+    config.dataset_name = "moving_shapes/tiny"
+    config.dataset_configs.data_dir = str(tmp_path / "empty_tfds")
+    with pytest.raises(Exception, match="vivit_jax.data.build"):
+        train.train_and_evaluate(config, str(tmp_path / "work"))
+
+
+def test_evaluate_latest_checkpoint(straight):
+    workdir, result = straight
+
+    def dataset_fn(config, *, mesh, start_step):
+        return make_dataset(config, mesh=mesh, start_step=start_step)
+
+    summary = train.evaluate(_config(), str(workdir), dataset_fn=dataset_fn)
+    assert summary["step"] == 6
+    assert summary["valid/top1"] == pytest.approx(result.eval_history[-1][1]["valid/top1"])
