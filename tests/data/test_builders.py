@@ -156,3 +156,8 @@ def test_moving_shapes_is_deterministic(tmp_path, shapes_dir):
     a = {e["video_id"]: e["video"].tobytes() for e in tfds.as_numpy(first.as_dataset(split="test"))}
     b = {e["video_id"]: e["video"].tobytes() for e in tfds.as_numpy(other.as_dataset(split="test"))}
     assert a == b
+
+
+def test_cli(shapes_dir, capsys):
+    build_lib.main(["--dataset=moving_shapes", "--config=tiny", f"--data_dir={shapes_dir}"])
+    assert "moving_shapes/tiny/1.0.0 is already built" in capsys.readouterr().out

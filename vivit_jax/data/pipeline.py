@@ -33,6 +33,7 @@ from typing import Any
 import jax
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from vivit_jax.data import config as config_lib
 from vivit_jax.data import ops
@@ -359,6 +360,23 @@ def _flip_default(dataset_name: str, cfg) -> bool:
         text += " " + " ".join(str(v) for v in tables.values())
     text = text.lower()
     return not ("something" in text or "ssv2" in text)
+
+
+def _check_count(cfg, role: str, num_examples: int) -> None:
+    """Warns when `examples_per_subset` (DMVR configs) disagrees with the records."""
+    if cfg.examples_per_subset is None:
+        return
+    name = {"train": cfg.train_split, "eval": cfg.eval_split, "test": cfg.test_split}[role]
+    expected = cfg.examples_per_subset.get(name)
+    if expected is not None and int(expected) != num_examples:
+        logging.warning(
+            "dataset_configs.examples_per_subset[%r]=%s but the records hold %d examples; "
+            "using %d.",
+            name,
+            expected,
+            num_examples,
+            num_examples,
+        )
 
 
 def _seed(config) -> int:
