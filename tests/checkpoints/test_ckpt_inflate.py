@@ -434,3 +434,12 @@ def test_input_shape_from_dataset_configs(vit_token):
     config.dataset_configs = {"num_frames": 8, "crop_size": 48}
     new = checkpoints.init_from_pretrained(params, config, restored=vit_token)
     assert get(new, POS).shape == (1, 1 + 4 * 36, 32)
+
+
+def test_variables_dict_is_rejected(vit_token):
+    cfg = lib.vivit_config()
+    _, params = lib.init_vivit(cfg)
+    with pytest.raises(CheckpointError, match=r"not the variables dict"):
+        checkpoints.init_from_pretrained(
+            {"params": params}, lib.init_from_config(cfg), restored=vit_token
+        )

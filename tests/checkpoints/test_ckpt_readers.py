@@ -191,3 +191,13 @@ def test_msgpack_without_parameters(tmp_path):
 def test_pre_linen_renumbering_is_idempotent(vit):
     assert formats.trees.convert_pre_linen(vit).keys() == vit.keys()
     lib.assert_trees_equal(formats.trees.convert_pre_linen(vit), vit)
+
+
+def test_explicit_format_contradicting_the_file(tmp_path, vit):
+    path = tmp_path / "checkpoint_1"
+    lib.save_scenic_msgpack(path, vit)
+    with pytest.raises(CheckpointError, match="format='big_vision' was requested.*'scenic'"):
+        checkpoints.load_params(path, format="big_vision")
+    # Scenic's configs say 'big_vision' for vision_transformer .npz files: same reader.
+    lib.save_vit_npz(tmp_path / "vit.npz", vit)
+    lib.assert_trees_equal(checkpoints.load_params(tmp_path / "vit.npz", format="big_vision"), vit)

@@ -64,8 +64,10 @@ def load_params(path: str | os.PathLike, format: str | None = None) -> Tree:  # 
     fmt = _canonical_format(format)
     if fmt is None:
         fmt, path = detect_format(path)
-    elif fmt in ("vit", "big_vision", "scenic") and os.path.isdir(path):
-        _, path = detect_format(path)
+    else:
+        if fmt in ("vit", "big_vision", "scenic") and os.path.isdir(path):
+            _, path = detect_format(path)
+        _check_explicit_format(path, fmt)
     logging.info("Reading %s checkpoint %s", fmt, path)
     if fmt in ("vit", "big_vision"):
         return read_npz(path)
@@ -87,6 +89,20 @@ def _canonical_format(format: str | None) -> str | None:  # noqa: A002
             f"Unknown checkpoint format {format!r}; expected one of {FORMATS} or 'auto'."
         )
     return fmt
+
+
+def _check_explicit_format(path: str, fmt: str):
+    """An explicit format that contradicts the file's contents is an error naming both."""
+    try:
+        found, _ = detect_format(path)
+    except (CheckpointError, FileNotFoundError):
+        return  # Undetectable: trust the caller.
+    family = {"vit": "npz", "big_vision": "npz"}
+    if family.get(found, found) != family.get(fmt, fmt):
+        raise CheckpointError(
+            f"format={fmt!r} was requested, but {path!r} looks like a {found!r} checkpoint; "
+            "pass format='auto' or the right format."
+        )
 
 
 def detect_format(path: str) -> tuple[str, str]:

@@ -141,16 +141,14 @@ def model_config_from_huggingface(hf: Mapping[str, Any]) -> ml_collections.Confi
     cfg.classifier = "token"
     cfg.patches = ml_collections.ConfigDict({"size": (h, w, t)})
     cfg.temporal_encoding_config = ml_collections.ConfigDict(
-        {
-            "method": "3d_conv",
-            "kernel_init_method": "central_frame_initializer",
-            "n_sampled_frames": int(hf.get("num_frames", 32)) // t,
-        }
+        {"method": "3d_conv", "kernel_init_method": "central_frame_initializer"}
     )
     cfg.dropout_rate = float(hf.get("hidden_dropout_prob", 0.0))
     cfg.attention_dropout_rate = float(hf.get("attention_probs_dropout_prob", 0.0))
     cfg.stochastic_droplayer_rate = 0.0
-    return cfg
+    from vivit_jax.models import complete_model_config  # Every key, with its default.
+
+    return complete_model_config(cfg)
 
 
 def huggingface_to_params(

@@ -405,10 +405,11 @@ class _Surgery:
                 )
         for path in self.src:
             if path not in self.used:
+                why = "new head" if path[0] == "output_projection" else "no counterpart"
                 changes.append(
                     Change(
                         trees.path_str(path),
-                        "not used (no counterpart)",
+                        f"not used ({why})",
                         tuple(np.shape(self.src[path])),
                         None,
                     )

@@ -98,13 +98,19 @@ def init_from_pretrained(
       restored: already-loaded checkpoint parameters (skips reading `checkpoint_path`).
 
     Returns:
-      New parameters (plain nested dict of numpy arrays where changed), shaped like `params`.
+      New parameters shaped like `params`, as a plain nested dict: numpy arrays where taken
+      from the checkpoint, the given arrays (untouched) where the initialisation was kept.
       Everything that was changed is logged once, as a table.
 
     Raises:
       FileNotFoundError, CheckpointError: as `load_params` and `inflate.inflate_params`.
     """
     init_from = resolve_init_from(config.get("init_from"))
+    if set(params) == {"params"}:
+        raise CheckpointError(
+            "init_from_pretrained takes the parameters, model.init(...)['params'], not the "
+            "variables dict {'params': ...}."
+        )
     if restored is None:
         if not init_from.checkpoint_path:
             logging.info("config.init_from.checkpoint_path is empty: keeping initial parameters.")
