@@ -219,7 +219,8 @@ def normalise_vit_tree(tree: Mapping[str, Any]) -> Tree:
     if posemb is not None:
         # big_vision adds the position embedding before concatenating the CLS token; a zero row
         # for the CLS position gives the same sum in Scenic's concatenate-then-add layout.
-        if "cls" in tree:
+        n = posemb.shape[1]
+        if "cls" in tree and int(np.sqrt(n)) ** 2 == n:  # Some versions already hold a CLS row.
             posemb = np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
         encoder["posembed_input"] = {"pos_embedding": posemb}
     return tree

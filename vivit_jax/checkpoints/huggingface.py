@@ -35,6 +35,7 @@ from vivit_jax.checkpoints.trees import CheckpointError, Tree
 
 # transformers' GELU variants that are the tanh approximation (Flax's `nn.gelu` default).
 _TANH_GELUS = ("gelu_fast", "gelu_new", "gelu_pytorch_tanh", "gelu_python_tanh")
+_QKV = ("query", "key", "value")
 _LAYER = re.compile(r"^(?:vivit\.)?(?:encoder\.layer|layers)\.(\d+)\.(.+)\.(weight|bias)$")
 _LAYER_PARTS = {
     "attention.attention.query": ("MultiHeadDotProductAttention_0", "query"),
@@ -196,20 +197,17 @@ def _leaf_name(module: tuple[str, ...], kind: str) -> str:
 
 
 def _layer_param(module: tuple[str, ...], kind: str, value: np.ndarray, heads: int):
-    if (
-        module[0].startswith("LayerNorm")
-        or kind == "bias"
-        and module[-1] in ("out", "Dense_0", "Dense_1")
-    ):
-        return value
-    if module[0] == "MlpBlock_0":
-        return value.T
-    d = value.shape[-1] if module[-1] != "out" else value.shape[0]
-    if module[-1] == "out":  # (D, heads*hd) -> (heads, hd, D)
-        return value.T.reshape(heads, -1, d)
-    if kind == "bias":  # (heads*hd,) -> (heads, hd)
-        return value.reshape(heads, -1)
-    return value.T.reshape(d, heads, -1)  # (heads*hd, D) -> (D, heads, hd)
+    """One HF encoder-layer tensor -> its Scenic shape (see the table in the docstring)."""
+    name = module[-1]
+    if module[0].startswith("LayerNorm") or (kind == "bias" and name not in _QKV):
+        return value  # LayerNorms; out and MLP biases.
+    if name in ("Dense_0", "Dense_1"):
+        return value.T  # torch (out, in) -> Flax (in, out)
+    if name == "out":
+        return value.T.reshape(heads, -1, value.shape[0])  # (D, heads*hd) -> (heads, hd, D)
+    if kind == "bias":
+        return value.reshape(heads, -1)  # (heads*hd,) -> (heads, hd)
+    return value.T.reshape(value.shape[1], heads, -1)  # (heads*hd, D) -> (D, heads, hd)
 
 
 def load_huggingface_vivit(
