@@ -343,7 +343,7 @@ class _Surgery:
         tec = self.cfg.temporal_encoding_config
         sampled = tec.method == "temporal_sampling"
         if self.input_shape is not None:
-            t, h, w = self.input_shape
+            t, h, w = tuple(self.input_shape)[:3]
             nt = None if spatial_only else (tec.n_sampled_frames if sampled else t // pt)
             grid = Grid(nt, h // ph, w // pw)
             if grid.size != n:
