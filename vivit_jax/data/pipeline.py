@@ -300,8 +300,10 @@ class _Split:
         per = self.hi - self.lo
         end = _ENDLESS if self.num_steps is None else self.num_steps * per
         b, lo = self.global_batch, self.lo
+        # Nothing here needs AutoGraph (no Python control flow on tensors): skip its source parsing.
+        no_autograph = tf.autograph.experimental.do_not_convert
         positions = tf.data.Dataset.range(start_step * per, end).map(
-            lambda i: (i // per) * b + lo + i % per
+            no_autograph(lambda i: (i // per) * b + lo + i % per)
         )
         parallel = (
             tf.data.AUTOTUNE if self.cfg.num_parallel_calls == -1 else self.cfg.num_parallel_calls
@@ -313,8 +315,8 @@ class _Split:
             )
             return position, encoded, gather, labels, index
 
-        ds = positions.map(fetch, num_parallel_calls=parallel, deterministic=True)
-        ds = ds.map(self._process, num_parallel_calls=parallel, deterministic=True)
+        ds = positions.map(no_autograph(fetch), num_parallel_calls=parallel, deterministic=True)
+        ds = ds.map(no_autograph(self._process), num_parallel_calls=parallel, deterministic=True)
         ds = ds.batch(per, drop_remainder=True).prefetch(self.cfg.prefetch)
         options = tf.data.Options()
         options.deterministic = True
