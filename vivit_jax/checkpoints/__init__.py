@@ -8,11 +8,13 @@ Public API:
   init_from_pretrained(params, config)       -> params initialised per config.init_from
   inflate_params(target, restored, model_config, init_from) -> (params, changes)
   default_init_from_config()                 -> every config.init_from key with its default
+  infer_model_config(params)                 -> the config.model keys a tree's shapes imply
   CheckpointError                            -> raised for unreadable / mismatched checkpoints
 
 Command line: `python -m vivit_jax.checkpoints.convert --help`.
 """
 
+from vivit_jax.checkpoints.convert import infer_model_config
 from vivit_jax.checkpoints.formats import detect_format, load_params, save_params_orbax
 from vivit_jax.checkpoints.huggingface import export_huggingface_vivit, load_huggingface_vivit
 from vivit_jax.checkpoints.inflate import (
@@ -36,6 +38,7 @@ __all__ = [
     "detect_format",
     "export_huggingface_vivit",
     "format_changes",
+    "infer_model_config",
     "inflate_params",
     "init_from_pretrained",
     "load_huggingface_vivit",
