@@ -60,7 +60,7 @@ def test_missing_input_is_a_clean_error(tmp_path, capsys):
 def test_infer_model_config(variant, classifier, over):
     cfg = lib.vivit_config(variant, classifier, layers=2, representation_size=16, **over)
     params = lib.init_vivit(cfg)[1]
-    got = convert.infer_model_config(params)
+    got = checkpoints.infer_model_config(params)
     assert got.attention_config.type == variant and got.classifier == classifier
     assert got.representation_size == 16 and tuple(got.patches.size) == (8, 8, 2)
     stack = got.spatial_transformer if variant == "factorized_encoder" else got

@@ -14,7 +14,7 @@ Public API:
 Command line: `python -m vivit_jax.checkpoints.convert --help`.
 """
 
-from vivit_jax.checkpoints.convert import infer_model_config
+from vivit_jax.checkpoints.describe import infer_model_config
 from vivit_jax.checkpoints.formats import detect_format, load_params, save_params_orbax
 from vivit_jax.checkpoints.huggingface import export_huggingface_vivit, load_huggingface_vivit
 from vivit_jax.checkpoints.inflate import (
