@@ -7,6 +7,7 @@ Batch s of the train stream is a pure function of (seed, s), so `start_step` res
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from typing import Any
 
 import jax
@@ -15,6 +16,12 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from vivit_jax import config_lib
+
+# The same tiny programs are compiled again and again (straight vs resumed runs, 1 vs 8 devices);
+# XLA's persistent cache, in a fresh directory per session, turns the repeats into disk reads.
+jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="vivit_train_xla_cache_"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 T, H, W = 4, 16, 16
 NUM_CLASSES = 4
