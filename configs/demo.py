@@ -15,7 +15,11 @@ Arguments (after a colon, comma-separated):
   tiny          a seconds-long smoke run on `moving_shapes/tiny` (8 frames of 16×16), used by
                 the test suite.
 
-Measured (2 shared CPU cores, full run incl. evaluations): FIGURES_PENDING
+Measured with `experiments/demo_accuracy.py` (2 CPU cores shared with other jobs, JAX 0.10.2;
+each command a fresh process, so times include start-up, compilation and evaluation):
+  build moving_shapes 40 s + train 223 s (500 steps, ~3 steps/s) = 4.4 min end to end;
+  validation top-1 100.0% (top-5 100%), already 100% at the step-250 evaluation.
+  single_frame control: validation top-1 13.5% (chance 12.5%), train 51 s.
 """
 
 from __future__ import annotations

@@ -144,7 +144,9 @@ def initial_state(exp: Experiment) -> steps.TrainState:
     if exp.config.init_from.checkpoint_path:
         from vivit_jax.checkpoints import init_from_pretrained
 
-        params = init_from_pretrained(jax.device_get(state.params), exp.config)
+        params = init_from_pretrained(
+            jax.device_get(state.params), exp.config, input_shape=exp.input_shape[:3]
+        )
         params = jax.device_put(params, exp.state_shardings.params)
         opt_state = jax.jit(exp.tx.init, out_shardings=exp.state_shardings.opt_state)(params)
         state = state.replace(params=params, opt_state=opt_state)
@@ -321,9 +323,19 @@ def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
     else:
         state = initial_state(exp)
         _log_model_summary(exp, writer)
-    train_fn, eval_fn = compile_steps(exp)
+    try:
+        return _train_loop(exp, state, start_step, ckpt, writer)
+    finally:
+        if ckpt:
+            ckpt.wait()
+            ckpt.close()
+        writer.close()
 
-    total = exp.total_steps
+
+def _train_loop(exp: Experiment, state, start_step: int, ckpt, writer) -> TrainResult:
+    """Steps `start_step + 1 .. total` with periodic summaries, evaluations and checkpoints."""
+    config, total = exp.config, exp.total_steps
+    train_fn, eval_fn = compile_steps(exp)
     log_eval_steps = config.log_eval_steps or exp.steps_per_epoch
     log_summary_steps = config.log_summary_steps or log_eval_steps
     checkpoint_steps = config.checkpoint_steps or log_eval_steps
@@ -333,27 +345,34 @@ def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
         total,
         exp.steps_per_epoch,
         config.batch_size,
-        mesh.devices.size,
-        dict(mesh.shape),
+        exp.mesh.devices.size,
+        dict(exp.mesh.shape),
     )
     result = TrainResult(state=state, step=start_step, train_history=[], eval_history=[])
-    if config.eval_at_start and start_step == 0:
-        summary = evaluate_split(exp, eval_fn, state, config.steps_per_eval)
-        writer.write_scalars(0, summary)
-        result.eval_history.append((0, summary))
 
+    def evaluate_now(step, state):
+        summary = evaluate_split(exp, eval_fn, state, config.steps_per_eval)
+        writer.write_scalars(step, summary)
+        logging.info(
+            "Step %d: valid top-1 %.4f, top-5 %.4f.",
+            step,
+            summary["valid/top1"],
+            summary["valid/top5"],
+        )
+        result.eval_history.append((step, summary))
+
+    if config.eval_at_start and start_step == 0:
+        evaluate_now(0, state)
     pending, last_saved = [], start_step or None
     last_log = (start_step, time.monotonic())
-    train_iter = dataset.train_iter
     with _StopSignal() as stop_signal:
         for step in range(start_step + 1, total + 1):
-            batch = next(train_iter)
+            batch = next(exp.dataset.train_iter)
             state, metrics = train_fn(state, {k: batch[k] for k in TRAIN_KEYS}, exp.train_rng)
             pending.append((step, metrics))
+            result.state, result.step = state, step
             stop = stop_signal.should_stop() and step < total
-            is_last = step == total or stop
-
-            if step % log_summary_steps == 0 or is_last:
+            if step % log_summary_steps == 0 or step == total or stop:
                 _raise_if_nonfinite(pending, ckpt, last_saved)
                 summary = _train_summary(pending, last_log, step, total)
                 last_log = (step, time.monotonic())
@@ -361,16 +380,8 @@ def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
                 result.train_history.append((step, summary))
                 pending = []
             if step % log_eval_steps == 0 or step == total:
-                summary = evaluate_split(exp, eval_fn, state, config.steps_per_eval)
-                writer.write_scalars(step, summary)
-                logging.info(
-                    "Step %d: valid top-1 %.4f, top-5 %.4f.",
-                    step,
-                    summary["valid/top1"],
-                    summary["valid/top5"],
-                )
-                result.eval_history.append((step, summary))
-            if ckpt and (step % checkpoint_steps == 0 or is_last):
+                evaluate_now(step, state)
+            if ckpt and (step % checkpoint_steps == 0 or step == total or stop):
                 _raise_if_nonfinite(pending, ckpt, last_saved)
                 ckpt.save(state, step)
                 last_saved = step
@@ -381,11 +392,6 @@ def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
                 )
                 result.stopped_early = True
                 break
-    if ckpt:
-        ckpt.wait()
-        ckpt.close()
-    writer.flush()
-    result.state, result.step = state, step if total > start_step else start_step
     return result
 
 

@@ -124,3 +124,17 @@ def test_evaluate_latest_checkpoint(straight):
     summary = train.evaluate(_config(), str(workdir), dataset_fn=dataset_fn)
     assert summary["step"] == 6
     assert summary["valid/top1"] == pytest.approx(result.eval_history[-1][1]["valid/top1"])
+
+
+def test_init_from_a_checkpoint_of_this_project(straight, tmp_path):
+    workdir, result = straight
+    path = str(workdir / "checkpoints" / "6")
+    config = _config(num_training_steps=1, checkpoint=False)
+    config.init_from.checkpoint_path = path
+    fine_tuned = _run(config, tmp_path)
+    # One step at lr 0 (warmup): the parameters are the checkpoint's, the head re-initialised.
+    restored = result.state.params
+    np.testing.assert_allclose(
+        fine_tuned.state.params["embedding"]["kernel"], restored["embedding"]["kernel"]
+    )
+    assert not np.any(np.asarray(fine_tuned.state.params["output_projection"]["kernel"]))
