@@ -254,6 +254,12 @@ def _require(cond: bool, msg: str) -> None:
 def validate_config(c: ConfigDict) -> None:
     """Checks values that do not depend on the dataset; errors name the key."""
     _require(
+        bool(c.dataset_name),
+        "Set config.dataset_name, e.g. 'moving_shapes' (built-in; build it with "
+        "`python -m vivit_jax.data.build --dataset=moving_shapes`), 'kinetics400' or "
+        "'video_tfrecord_dataset' (DMVR records, as in Scenic's configs).",
+    )
+    _require(
         c.model_name in MODEL_NAMES,
         f"config.model_name={c.model_name!r} is not one of {MODEL_NAMES}.",
     )

@@ -334,6 +334,8 @@ def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
 
 def _train_loop(exp: Experiment, state, start_step: int, ckpt, writer) -> TrainResult:
     """Steps `start_step + 1 .. total` with periodic summaries, evaluations and checkpoints."""
+    from clu import periodic_actions  # Imports TensorFlow.
+
     config, total = exp.config, exp.total_steps
     train_fn, eval_fn = compile_steps(exp)
     log_eval_steps = config.log_eval_steps or exp.steps_per_epoch
@@ -349,9 +351,12 @@ def _train_loop(exp: Experiment, state, start_step: int, ckpt, writer) -> TrainR
         dict(exp.mesh.shape),
     )
     result = TrainResult(state=state, step=start_step, train_history=[], eval_history=[])
+    # A "steps/s, % done, ETA" line (and the time share of eval / checkpoints) every minute.
+    report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer, every_secs=60)
 
     def evaluate_now(step, state):
-        summary = evaluate_split(exp, eval_fn, state, config.steps_per_eval)
+        with report.timed("eval"):
+            summary = evaluate_split(exp, eval_fn, state, config.steps_per_eval)
         writer.write_scalars(step, summary)
         logging.info(
             "Step %d: valid top-1 %.4f, top-5 %.4f.",
@@ -371,6 +376,7 @@ def _train_loop(exp: Experiment, state, start_step: int, ckpt, writer) -> TrainR
             state, metrics = train_fn(state, {k: batch[k] for k in TRAIN_KEYS}, exp.train_rng)
             pending.append((step, metrics))
             result.state, result.step = state, step
+            report(step)
             stop = stop_signal.should_stop() and step < total
             if step % log_summary_steps == 0 or step == total or stop:
                 _raise_if_nonfinite(pending, ckpt, last_saved)
@@ -383,7 +389,8 @@ def _train_loop(exp: Experiment, state, start_step: int, ckpt, writer) -> TrainR
                 evaluate_now(step, state)
             if ckpt and (step % checkpoint_steps == 0 or step == total or stop):
                 _raise_if_nonfinite(pending, ckpt, last_saved)
-                ckpt.save(state, step)
+                with report.timed("checkpoint"):
+                    ckpt.save(state, step)
                 last_saved = step
             writer.flush()
             if stop:

@@ -182,3 +182,10 @@ def test_cli_rejects_misspelt_override(tmp_path):
     )
     assert proc.returncode != 0
     assert "batch_sise" in proc.stderr
+
+
+def test_dataset_name_is_required():
+    c = scenic_k400_config()
+    del c["dataset_name"]
+    with pytest.raises(ValueError, match="Set config.dataset_name"):
+        config_lib.complete_config(c)
