@@ -234,6 +234,12 @@ def complete_config(user_config) -> ConfigDict:
         config.model = complete_model_config(model)
         config.dataset_configs = _complete_dataset_configs(dataset_configs)
     validate_config(config)
+    try:  # Bad init_from choices fail here, not after the data pipeline has started.
+        from vivit_jax.checkpoints import resolve_init_from
+    except ImportError:
+        resolve_init_from = None
+    if resolve_init_from is not None:
+        resolve_init_from(config.init_from)
     config.lock()
     return config
 

@@ -189,3 +189,10 @@ def test_dataset_name_is_required():
     del c["dataset_name"]
     with pytest.raises(ValueError, match="Set config.dataset_name"):
         config_lib.complete_config(c)
+
+
+def test_bad_init_from_choice_fails_early():
+    c = scenic_k400_config()
+    c.init_from.positional_embed_size_change = "stretch"
+    with pytest.raises(ValueError, match="positional_embed_size_change"):
+        config_lib.complete_config(c)
