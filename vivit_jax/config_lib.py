@@ -142,7 +142,7 @@ def default_config() -> ConfigDict:
     c.l2_decay_factor = ml_collections.config_dict.placeholder(float)
     c.label_smoothing = ml_collections.config_dict.placeholder(float)
     c.mixup = ConfigDict(dict(alpha=0.0, bind_to="device", image_format="NTHWC"))
-    c.explicit_weight_decay = ml_collections.config_dict.placeholder(float)
+    c.explicit_weight_decay = ml_collections.config_dict.placeholder(float)  # Must stay None.
     c.sam_rho = ml_collections.config_dict.placeholder(float)  # Not supported; must stay None.
     c.grad_accum_steps = 1
     c.sharding = ConfigDict(dict(model_axis_size=1, fsdp_min_size=2**16))
@@ -296,6 +296,11 @@ def validate_config(c: ConfigDict) -> None:
     _require(
         c.num_training_steps is not None or c.num_training_epochs is not None,
         "Set config.num_training_steps or config.num_training_epochs.",
+    )
+    _require(
+        not c.explicit_weight_decay,
+        "config.explicit_weight_decay is not supported; use optimizer='adamw' with "
+        "optimizer_configs.weight_decay (decoupled, scaled by the learning rate) instead.",
     )
     _require(
         c.sam_rho is None, "config.sam_rho (SAM) is not supported; remove it or set it to None."
