@@ -8,7 +8,7 @@ but that do nothing here (`trainer_name`, `xprof`, ...) are accepted and ignored
 
 Sub-configs come from the package that reads them:
   model.*            `vivit_jax.models.default_model_config()`
-  dataset_configs.*  `vivit_jax.data.config.default_dataset_configs()`
+  dataset_configs.*  `vivit_jax.dataset_configs.default_dataset_configs()`
   init_from.*        `default_init_from_config()` below (read by `vivit_jax.checkpoints`)
 
 Keys that are ours (not in the original):
@@ -112,7 +112,7 @@ def default_optimizer_configs() -> ConfigDict:
 
 
 def _dataset_defaults() -> ConfigDict:
-    from vivit_jax.data.config import default_dataset_configs
+    from vivit_jax.dataset_configs import default_dataset_configs
 
     return default_dataset_configs()
 
@@ -246,7 +246,7 @@ def complete_config(user_config) -> ConfigDict:
 
 def _complete_dataset_configs(dataset_configs) -> ConfigDict:
     try:
-        from vivit_jax.data.config import resolve
+        from vivit_jax.dataset_configs import resolve
     except ImportError:  # The data package is not there: keep what was given, unchecked.
         return ConfigDict(dataset_configs or {})
     return resolve(dataset_configs)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vivit_jax.data import config as config_lib
+from vivit_jax import dataset_configs as config_lib
 from vivit_jax.data import ops, pipeline, randaugment
 
 

@@ -16,7 +16,7 @@ except (RuntimeError, ValueError):  # Already initialised, or no GPU support com
     pass
 
 from vivit_jax.data import builders  # noqa: E402,F401  (registers the TFDS builders)
-from vivit_jax.data.config import default_dataset_configs  # noqa: E402
 from vivit_jax.data.pipeline import Dataset, get_dataset  # noqa: E402
+from vivit_jax.dataset_configs import default_dataset_configs  # noqa: E402
 
 __all__ = ["Dataset", "default_dataset_configs", "get_dataset"]

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from vivit_jax.data import config as config_lib
+from vivit_jax import dataset_configs as config_lib
 from vivit_jax.data import ops
 from vivit_jax.data.randaugment import randaugment
 from vivit_jax.data.sources import SplitNotFoundError, open_split_sources

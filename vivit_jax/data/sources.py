@@ -14,8 +14,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vivit_jax.data import dmvr
-from vivit_jax.data.config import DMVR_DATASET_NAMES
 from vivit_jax.data.records import RecordIndex
+from vivit_jax.dataset_configs import DMVR_DATASET_NAMES
 
 
 class DatasetNotFoundError(FileNotFoundError):

@@ -1,4 +1,4 @@
-"""The `config.dataset_configs` keys, their defaults, and their validation.
+"""The `config.dataset_configs` keys, their defaults, and their validation (TensorFlow-free).
 
 Keys carry Scenic's names wherever Scenic has one (`scenic/projects/vivit/configs/*`), so an
 original config's `dataset_configs` block works unchanged. `default_dataset_configs()` is the one
