@@ -193,11 +193,18 @@ def test_mesh_batches_are_global_arrays(shapes_dir, make_config):
 
 def test_missing_dataset_says_how_to_build_it(tmp_path, make_config):
     with pytest.raises(
-        DatasetNotFoundError, match="python -m vivit_jax.data.build --dataset=moving_shapes"
+        DatasetNotFoundError,
+        match="python -m vivit_jax.data.build --dataset=kinetics400 --manual_dir=",
     ):
-        get_dataset(make_config(str(tmp_path)))
+        get_dataset(make_config(str(tmp_path), name="kinetics400"))
     with pytest.raises(ValueError, match="not a known dataset"):
         get_dataset(make_config(str(tmp_path), name="kinetics401"))
+
+
+def test_builtin_dataset_builds_itself_on_first_use(tmp_path, make_config):
+    ds = get_dataset(make_config(str(tmp_path / "fresh"), name="moving_shapes/tiny"))
+    assert ds.meta_data["num_train_examples"] == 40
+    assert next(iter(ds.train_iter))["inputs"].ndim == 5
 
 
 def test_ssv2_is_not_flipped_by_default(make_config):

@@ -12,6 +12,7 @@ import os
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 
 from vivit_jax.data import dmvr
 from vivit_jax.data.records import RecordIndex
@@ -79,6 +80,13 @@ def _dmvr_source(files: tuple[str, ...]) -> dmvr.DmvrSource:
     return dmvr.DmvrSource(list(files))
 
 
+def _can_build_here(name: str) -> bool:
+    """Only the generated built-in dataset, and only in a single-process run (no build races)."""
+    import jax
+
+    return name.split("/")[0] == "moving_shapes" and jax.process_count() == 1
+
+
 def _tfds_builder(name: str, data_dir: str | None):
     try:
         builder = tfds.builder(name, data_dir=data_dir)
@@ -88,6 +96,12 @@ def _tfds_builder(name: str, data_dir: str | None):
             f"kinetics400, kinetics600, kinetics700, something_something_v2, or "
             f"{DMVR_DATASET_NAMES[0]} for DMVR records. ({e})"
         ) from None
+    if not builder.is_prepared() and _can_build_here(name):
+        # The built-in dataset is generated, not downloaded: build it on first use (~1 min).
+        from vivit_jax.data.build import build
+
+        logging.info("Building the built-in dataset %s in %s (once).", name, builder.data_dir)
+        builder = build(name, data_dir=data_dir)
     if not builder.is_prepared():
         raise DatasetNotFoundError(
             f"Dataset {name!r} is not built in {builder.data_dir}. Build it with:\n  "
