@@ -19,21 +19,32 @@ Keys that are ours (not in the original):
   sharding.fsdp_min_size (2**16): arrays with fewer elements stay replicated.
   max_checkpoints_to_keep (3): older checkpoints are deleted.
   eval_at_start (False): evaluate once before the first step.
+  resume_mismatch_ok (False): resume from a workdir whose checkpoints were written with different
+    experiment-defining keys (`vivit_jax.checkpointing.FINGERPRINT_KEYS`); refused otherwise.
+
+Multi-view test (Scenic's keys): `multicrop_softmax_logits` (False) averages the views'
+softmax probabilities instead of their logits (per head for the multi-head model);
+`multicrop_clips_per_device` (2) views of each video go through the model at a time, bounding
+memory. See `vivit_jax.evaluate`.
 """
 
 from __future__ import annotations
 
-import difflib
-
 import ml_collections
 from absl import logging
 
+from vivit_jax.configdicts import merge_locked, unknown_key_error
 from vivit_jax.models import complete_model_config, default_model_config
 
 ConfigDict = ml_collections.ConfigDict
 
 # `config.model_name` values and their loss.
-MODEL_NAMES = ("vivit_classification", "vivit_multilabel_classification")
+MODEL_NAMES = (
+    "vivit_classification",
+    "vivit_multilabel_classification",
+    "vivit_multihead_classification",
+)
+MULTIHEAD = "vivit_multihead_classification"
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 LR_FACTORS = (
     "constant",
@@ -158,11 +169,13 @@ def default_config() -> ConfigDict:
     c.max_checkpoints_to_keep = 3
     c.write_summary = True
     c.checkpoint = True
+    c.resume_mismatch_ok = False
     c.debug_train = False
     c.debug_eval = False
     c.xprof = False
     c.confusion_matrix_metrics = False
     c.multicrop_clips_per_device = 2
+    c.multicrop_softmax_logits = False
     _overridable_nones(c)
     return c
 
@@ -176,31 +189,6 @@ def _overridable_nones(c: ConfigDict) -> None:
         elif c.get_type(key) is type(None):
             with c.ignore_type():
                 c[key] = ml_collections.config_dict.placeholder(object)
-
-
-def _unknown_key(path: str, key: str, known) -> ValueError:
-    near = difflib.get_close_matches(key, list(known), n=1)
-    hint = f" Did you mean '{path}.{near[0]}'?" if near else ""
-    return ValueError(
-        f"Unknown config key '{path}.{key}'.{hint} Known keys under '{path}': {sorted(known)}."
-    )
-
-
-def _merge(defaults: ConfigDict, given, path: str, free_form=()) -> None:
-    """Copies `given` into `defaults` in place; a key `defaults` lacks is an error naming it."""
-    for key, value in given.items():
-        if key not in defaults:
-            raise _unknown_key(path, key, defaults.keys())
-        default = defaults[key]
-        if isinstance(default, ConfigDict) and f"{path}.{key}" not in free_form:
-            if value is None:
-                continue
-            if not hasattr(value, "items"):
-                raise ValueError(f"{path}.{key} must be a ConfigDict, got {value!r}.")
-            _merge(default, value, f"{path}.{key}", free_form)
-        else:
-            with defaults.ignore_type():
-                defaults[key] = value
 
 
 def complete_config(user_config) -> ConfigDict:
@@ -222,14 +210,14 @@ def complete_config(user_config) -> ConfigDict:
         if typo in given:
             value = given.pop(typo)
             if value:
-                raise _unknown_key("config", typo, default_config().keys())
+                raise unknown_key_error("config", typo, default_config().keys())
             logging.warning(
                 "Ignoring the empty config key config.%s (a typo in Scenic's configs).", typo
             )
     model = given.pop("model", None)
     dataset_configs = given.pop("dataset_configs", None)
     config = default_config()
-    _merge(config, given, "config", free_form=("config.init_from.model_config",))
+    merge_locked(config, given, "config", free_form=("config.init_from.model_config",))
     with config.ignore_type():
         config.model = complete_model_config(model)
         config.dataset_configs = _complete_dataset_configs(dataset_configs)
@@ -268,6 +256,24 @@ def validate_config(c: ConfigDict) -> None:
     _require(
         c.model_name in MODEL_NAMES,
         f"config.model_name={c.model_name!r} is not one of {MODEL_NAMES}.",
+    )
+    if c.model_name == MULTIHEAD:
+        _require(
+            c.dataset_configs.class_splits is not None,
+            "config.model_name='vivit_multihead_classification' needs "
+            "dataset_configs.class_splits (the head sizes, e.g. [300, 97] for EPIC-Kitchens "
+            "nouns and verbs).",
+        )
+        _require(
+            bool(c.dataset_configs.multi_label),
+            "config.model_name='vivit_multihead_classification' reads one label per head as a "
+            "multi-hot vector over the concatenated heads: set dataset_configs.multi_label=True "
+            "(records hold e.g. [noun, 300 + verb] in clip/label/index).",
+        )
+    _require(
+        isinstance(c.multicrop_clips_per_device, int) and c.multicrop_clips_per_device > 0,
+        f"config.multicrop_clips_per_device must be a positive integer, got "
+        f"{c.multicrop_clips_per_device!r}.",
     )
     _require(
         c.optimizer in OPTIMIZERS, f"config.optimizer={c.optimizer!r} is not one of {OPTIMIZERS}."
@@ -313,6 +319,7 @@ def validate_config(c: ConfigDict) -> None:
         c.label_smoothing is None or 0.0 <= c.label_smoothing < 1.0,
         f"config.label_smoothing must be in [0, 1), got {c.label_smoothing!r}.",
     )
+    _validate_ranges(c)
     _require(
         isinstance(c.sharding.model_axis_size, int) and c.sharding.model_axis_size > 0,
         f"config.sharding.model_axis_size must be a positive integer, got {c.sharding.model_axis_size!r}.",
@@ -325,6 +332,35 @@ def validate_config(c: ConfigDict) -> None:
         c.model_dtype_str in ("float32", "bfloat16", "float16"),
         f"config.model_dtype_str={c.model_dtype_str!r} is not one of float32, bfloat16, float16.",
     )
+
+
+def _validate_ranges(c: ConfigDict) -> None:
+    """Rates, counts and coefficients that cannot be negative (or zero)."""
+    lr, opt = c.lr_configs, c.optimizer_configs
+    checks = [
+        ("lr_configs.base_learning_rate", lr.base_learning_rate, lambda v: v >= 0, ">= 0"),
+        ("lr_configs.warmup_steps", lr.warmup_steps, lambda v: v >= 0, ">= 0"),
+        ("lr_configs.end_learning_rate", lr.end_learning_rate, lambda v: v >= 0, ">= 0"),
+        ("optimizer_configs.weight_decay", opt.weight_decay, lambda v: v >= 0, ">= 0"),
+        ("optimizer_configs.momentum", opt.momentum, lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("optimizer_configs.beta1", opt.beta1, lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("optimizer_configs.beta2", opt.beta2, lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("optimizer_configs.epsilon", opt.epsilon, lambda v: v >= 0, ">= 0"),
+        ("num_training_steps", c.num_training_steps, lambda v: v > 0, "> 0"),
+        ("num_training_epochs", c.num_training_epochs, lambda v: v > 0, "> 0"),
+        ("eval_batch_size", c.eval_batch_size, lambda v: v > 0, "> 0"),
+        ("max_grad_norm", c.max_grad_norm, lambda v: v > 0, "> 0 (or None: no clipping)"),
+        ("l2_decay_factor", c.l2_decay_factor, lambda v: v >= 0, ">= 0"),
+        ("steps_per_eval", c.steps_per_eval, lambda v: v > 0, "> 0 (or None: whole split)"),
+        ("sharding.fsdp_min_size", c.sharding.fsdp_min_size, lambda v: v >= 0, ">= 0"),
+    ]
+    for key, value, ok, want in checks:
+        if value is None:
+            continue
+        _require(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and ok(value),
+            f"config.{key} must be {want}, got {value!r}.",
+        )
 
 
 def training_steps(config: ConfigDict, num_train_examples: int) -> tuple[int, int]:

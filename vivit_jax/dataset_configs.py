@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from vivit_jax.configdicts import merge_locked
+
 # Keys of `dataset_configs` that the original configs set but that steer the trainer, not the
 # input pipeline. They are accepted (so original configs load) and ignored here.
 TRAINER_KEYS = ("do_multicrop_test", "log_test_epochs", "prefetch_to_device")
@@ -62,6 +64,12 @@ def default_dataset_configs() -> ml_collections.ConfigDict:
         (DMVR `clip/label/index` with several values).
       label_offset (0): subtracted from stored labels (1-indexed records).
       num_classes (None): required for DMVR records; checked against TFDS metadata otherwise.
+      class_splits (None): for `model_name='vivit_multihead_classification'` (EPIC-Kitchens):
+        the sizes of the heads, e.g. [300, 97]; the one output layer has sum(class_splits)
+        logits, split in this order (Scenic's key). Labels are then multi-hot over the
+        concatenation: a record's `clip/label/index` holds [noun, 300 + verb] and
+        `multi_label=True`.
+      split_names (None): names of the heads, e.g. ['noun', 'verb']; None = '1', '2', ...
     Splits and batching:
       train_split ('train'), eval_split ('validation'), test_split ('test').
       test_batch_size (None): videos per multi-view test batch; None = `config.eval_batch_size`.
@@ -92,6 +100,8 @@ def default_dataset_configs() -> ml_collections.ConfigDict:
             "multi_label": False,
             "label_offset": 0,
             "num_classes": None,
+            "class_splits": None,
+            "split_names": None,
             "train_split": "train",
             "eval_split": "validation",
             "test_split": "test",
@@ -109,39 +119,13 @@ def default_dataset_configs() -> ml_collections.ConfigDict:
     )
 
 
-def _as_dict(value):
-    if value is None:
-        return None
-    if isinstance(value, ml_collections.ConfigDict):
-        return value.to_dict()
-    return dict(value)
-
-
 def resolve(dataset_configs) -> ml_collections.ConfigDict:
     """Returns the defaults overridden by `dataset_configs`; unknown keys raise, naming the key."""
-    defaults = default_dataset_configs()
-    given = _as_dict(dataset_configs) or {}
-    out = {}
-    for key, default in defaults.items():
-        out[key] = default
-    for key, value in given.items():
-        if key not in defaults:
-            raise ValueError(
-                f"Unknown key dataset_configs.{key}. Known keys: {', '.join(sorted(defaults))}."
-            )
-        if key == "augmentation_params":
-            aug = default_augmentation_params().to_dict()
-            for akey, avalue in (_as_dict(value) or {}).items():
-                if akey not in aug:
-                    raise ValueError(
-                        f"Unknown key dataset_configs.augmentation_params.{akey}. "
-                        f"Known keys: {', '.join(sorted(aug))}."
-                    )
-                aug[akey] = avalue
-            value = aug
-        out[key] = value
-    cfg = ml_collections.ConfigDict(
-        {k: (_as_dict(v) if k in ("tables", "examples_per_subset") else v) for k, v in out.items()}
+    cfg = merge_locked(
+        default_dataset_configs(),
+        dataset_configs,
+        "dataset_configs",
+        free_form=("dataset_configs.tables", "dataset_configs.examples_per_subset"),
     )
     _validate(cfg)
     return cfg
@@ -162,6 +146,26 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
         cfg.min_resize,
         f"must be >= dataset_configs.crop_size ({cfg.crop_size}).",
     )
+    if cfg.class_splits is not None:
+        splits = list(cfg.class_splits)
+        _check(
+            len(splits) >= 2 and all(isinstance(n, int) and n >= 1 for n in splits),
+            "class_splits",
+            cfg.class_splits,
+            "must list at least two positive head sizes, e.g. [300, 97].",
+        )
+        _check(
+            cfg.num_classes is None or cfg.num_classes == sum(splits),
+            "class_splits",
+            cfg.class_splits,
+            f"the heads sum to {sum(splits)} but dataset_configs.num_classes={cfg.num_classes}.",
+        )
+        _check(
+            cfg.split_names is None or len(cfg.split_names) == len(splits),
+            "split_names",
+            cfg.split_names,
+            f"needs one name per head in class_splits ({len(splits)}).",
+        )
     if cfg.test_batch_size is not None:
         _check(cfg.test_batch_size >= 1, "test_batch_size", cfg.test_batch_size, "must be >= 1.")
     aug = cfg.augmentation_params

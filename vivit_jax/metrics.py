@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from clu import metrics as clu_metrics
 
+from vivit_jax.losses import split_heads
+
 
 def _one_reduction():
     # What `Collection.single_from_model_output` sets: one (unreduced) step.
@@ -54,18 +56,49 @@ class EvalMetrics(clu_metrics.Collection):
         )
 
 
-def top_k_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+def top_k_correct(logits: jax.Array, labels: jax.Array, k: int, class_splits=None) -> jax.Array:
     """1.0 where the label is among the `k` largest logits, per example `[B]`.
 
     Labels are int `[B]` or one-/multi-hot `[B, C]` (then: any positive class in the top k).
-    `k` is capped at the number of classes.
+    `k` is capped at the number of classes. With `class_splits` (multi-head model, labels
+    multi-hot over the concatenated heads) this is the joint accuracy: for k = 1 every head's
+    argmax is right (EPIC-Kitchens' action accuracy); for k > 1 (two heads) the pair is among
+    the k most likely pairs under the product of the heads' softmaxes, as Scenic's
+    `joint_top_k`.
     """
+    if class_splits:
+        return _joint_top_k_correct(logits, labels, k, class_splits)
     k = min(k, logits.shape[-1])
     top = jax.lax.top_k(logits, k)[1]  # [B, k]
     if labels.ndim == 1:
         return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
     hits = jnp.take_along_axis(labels, top, axis=-1) > 0
     return jnp.any(hits, axis=-1).astype(jnp.float32)
+
+
+def _joint_top_k_correct(logits, labels, k: int, class_splits) -> jax.Array:
+    heads = split_heads(logits, class_splits)
+    label_heads = [jnp.argmax(t, axis=-1) for t in split_heads(labels, class_splits)]
+    if k == 1:
+        right = [jnp.argmax(lg, axis=-1) == t for lg, t in zip(heads, label_heads)]
+        return jnp.all(jnp.stack(right), axis=0).astype(jnp.float32)
+    if len(heads) != 2:
+        raise ValueError(f"Joint top-{k} is defined for two heads, not {len(heads)}.")
+    (a, b), (la, lb) = heads, label_heads
+    pa = jax.nn.softmax(a.astype(jnp.float32), axis=-1)
+    pb = jax.nn.softmax(b.astype(jnp.float32), axis=-1)
+    pairs = (pa[:, :, None] * pb[:, None, :]).reshape(a.shape[0], -1)
+    return top_k_correct(pairs, la * b.shape[-1] + lb, k)
+
+
+def argmax_correct(logits: jax.Array, targets: jax.Array, class_splits=None) -> jax.Array:
+    """1.0 where the argmax of the logits is the argmax of the (float) targets, per example;
+    with `class_splits`, where it is so in every head."""
+    if class_splits:
+        pairs = zip(split_heads(logits, class_splits), split_heads(targets, class_splits))
+        right = [jnp.argmax(lg, -1) == jnp.argmax(t, -1) for lg, t in pairs]
+        return jnp.all(jnp.stack(right), axis=0).astype(jnp.float32)
+    return (jnp.argmax(logits, -1) == jnp.argmax(targets, -1)).astype(jnp.float32)
 
 
 def summarize(collection: clu_metrics.Collection, prefix: str) -> dict[str, float]:

@@ -19,7 +19,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from vivit_jax import losses
-from vivit_jax.metrics import EvalMetrics, TrainMetrics, top_k_correct
+from vivit_jax.metrics import EvalMetrics, TrainMetrics, argmax_correct, top_k_correct
 
 
 @flax.struct.dataclass
@@ -49,6 +49,8 @@ class LossConfig:
       l2_decay_factor: Adds `0.5 * f * |params|^2` to the loss, or None.
       grad_accum_steps: Micro-batches per step (gradients summed).
       batch_sharding: Sharding of a batch's leading axis inside the step, or None.
+      class_splits: Head sizes of the multi-head model (loss = mean of the heads' losses,
+        accuracy = every head right), or None.
     """
 
     num_classes: int
@@ -58,6 +60,7 @@ class LossConfig:
     l2_decay_factor: float | None = None
     grad_accum_steps: int = 1
     batch_sharding: NamedSharding | None = None
+    class_splits: tuple[int, ...] | None = None
 
     @classmethod
     def from_config(cls, config, num_classes: int, batch_sharding=None) -> LossConfig:
@@ -69,6 +72,9 @@ class LossConfig:
             l2_decay_factor=config.l2_decay_factor,
             grad_accum_steps=config.grad_accum_steps,
             batch_sharding=batch_sharding,
+            class_splits=tuple(config.dataset_configs.class_splits)
+            if config.model_name == "vivit_multihead_classification"
+            else None,
         )
 
 
@@ -122,12 +128,13 @@ def train_step(
     targets = losses.targets_from_labels(batch["label"], c.num_classes)
     if c.mixup_alpha:
         inputs, targets = losses.mixup(inputs, targets, mixup_rng, c.mixup_alpha)
-    train_targets = losses.smooth_labels(targets, c.label_smoothing)
+    train_targets = losses.smooth_labels(targets, c.label_smoothing, c.class_splits)
     denominator = jnp.maximum(jnp.sum(mask), 1.0)
 
     def loss_fn(params, x, y, m, key):
         logits = model.apply({"params": params}, x, train=True, rngs={"dropout": key})
-        loss = jnp.sum(losses.per_example_loss(logits, y, c.multilabel) * m) / denominator
+        per_example = losses.per_example_loss(logits, y, c.multilabel, c.class_splits)
+        loss = jnp.sum(per_example * m) / denominator
         return loss, logits
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -158,10 +165,9 @@ def train_step(
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    correct = jnp.argmax(logits, -1) == jnp.argmax(targets, -1)
     metrics = TrainMetrics.from_step(
         loss=loss,
-        correct=correct.astype(jnp.float32),
+        correct=argmax_correct(logits, targets, c.class_splits),
         mask=mask,
         grad_norm=grad_norm,
         learning_rate=schedule(state.step),
@@ -183,8 +189,8 @@ def eval_step(
     logits = model.apply({"params": state.params}, inputs, train=False)
     targets = losses.targets_from_labels(batch["label"], c.num_classes)
     return EvalMetrics.from_step(
-        loss=losses.per_example_loss(logits, targets, c.multilabel),
-        top1=top_k_correct(logits, batch["label"], 1),
-        top5=top_k_correct(logits, batch["label"], 5),
+        loss=losses.per_example_loss(logits, targets, c.multilabel, c.class_splits),
+        top1=top_k_correct(logits, batch["label"], 1, c.class_splits),
+        top5=top_k_correct(logits, batch["label"], 5, c.class_splits),
         mask=mask,
     )

@@ -183,6 +183,27 @@ def _test_views(encoded, gather, cfg, num_clips: int, three_crops: bool):
     return ops.normalize(views, cfg.zero_centering)
 
 
+def video_test_views(frames, dataset_configs) -> np.ndarray:
+    """The multi-view test input of one video, exactly as `test_iter` makes it.
+
+    Args:
+      frames: the video's encoded (JPEG) frames, e.g. `video_io.decode_video(...).frames`.
+      dataset_configs: `config.dataset_configs` (num_frames, stride, min_resize, crop_size,
+        num_test_clips, do_three_spatial_crops, zero_centering).
+
+    Returns:
+      float32 `[V, T, crop, crop, 3]`, views ordered crop-major (view = crop * clips + clip).
+    """
+    cfg = config_lib.resolve(dataset_configs)
+    indices = ops.test_indices(len(frames), cfg.num_test_clips, cfg.num_frames, cfg.stride)
+    unique, gather = np.unique(indices.reshape(-1), return_inverse=True)
+    encoded = tf.constant([frames[int(k)] for k in unique], tf.string)
+    views = _test_views(
+        encoded, tf.constant(gather, tf.int32), cfg, cfg.num_test_clips, cfg.do_three_spatial_crops
+    )
+    return views.numpy()
+
+
 def _labels(labels, cfg, num_classes: int):
     labels = tf.cast(labels, tf.int32) - cfg.label_offset
     if cfg.multi_label:
