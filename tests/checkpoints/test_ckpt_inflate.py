@@ -398,7 +398,9 @@ def test_init_from_config_keys():
     defaults = checkpoints.default_init_from_config()
     assert defaults.temporal_attention_init == "zero_output"
     assert defaults.positional_embed_size_change == "resize_tile"
-    with pytest.raises(ValueError, match="Unknown config.init_from key.*'restore_pos_emb'"):
+    with pytest.raises(
+        ValueError, match=r"Unknown config key 'config\.init_from\.restore_pos_emb'"
+    ):
         checkpoints.resolve_init_from({"restore_pos_emb": True})
     with pytest.raises(ValueError, match="positional_embed_size_change='stretch'"):
         checkpoints.resolve_init_from({"positional_embed_size_change": "stretch"})

@@ -129,7 +129,10 @@ def test_value_ranges():
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(ValueError, match=r"dataset_configs.num_frame\. "):
+    with pytest.raises(
+        ValueError,
+        match=r"'dataset_configs\.num_frame'. Did you mean 'dataset_configs\.num_frames'",
+    ):
         config_lib.resolve({"num_frame": 8})
     with pytest.raises(ValueError, match="augmentation_params.do_rand_augmnt"):
         config_lib.resolve({"augmentation_params": {"do_rand_augmnt": True}})

@@ -34,6 +34,7 @@ import ml_collections
 
 from vivit_jax.checkpoints import formats, inflate, trees
 from vivit_jax.checkpoints.trees import CheckpointError
+from vivit_jax.configdicts import merge_locked
 
 
 def default_init_from_config() -> ml_collections.ConfigDict:
@@ -55,19 +56,15 @@ def default_init_from_config() -> ml_collections.ConfigDict:
 
 def resolve_init_from(init_from: Mapping[str, Any] | None) -> ml_collections.ConfigDict:
     """Defaults overridden by `init_from`; an unknown key is an error that names it."""
-    resolved = default_init_from_config()
-    if init_from is None:
-        return resolved
-    given = init_from.to_dict() if isinstance(init_from, ml_collections.ConfigDict) else init_from
-    unknown = sorted(set(given) - set(resolved))
-    if unknown:
-        raise ValueError(
-            f"Unknown config.init_from key(s) {unknown}; known keys: {sorted(resolved)}."
-        )
-    for key, value in given.items():
-        if key == "model_config" and isinstance(value, Mapping):
-            value = ml_collections.ConfigDict(value)
-        setattr(resolved, key, value)
+    resolved = merge_locked(
+        default_init_from_config(),
+        init_from,
+        "config.init_from",
+        free_form=("config.init_from.model_config",),
+    )
+    if isinstance(resolved.model_config, Mapping):
+        with resolved.ignore_type():
+            resolved.model_config = ml_collections.ConfigDict(resolved.model_config)
     choices = {
         "positional_embed_size_change": inflate.posemb.SIZE_CHANGES,
         "temporal_attention_init": inflate.TEMPORAL_ATTENTION_INITS,

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from vivit_jax.configdicts import merge_locked
+
 VARIANTS = (
     "spacetime",
     "factorized_encoder",
@@ -68,28 +70,9 @@ def default_model_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _merge(defaults: ml_collections.ConfigDict, given, prefix: str) -> None:
-    """Copies `given` into `defaults`, rejecting keys the defaults do not have."""
-    for key, value in given.items():
-        path = f"{prefix}.{key}"
-        if key not in defaults:
-            raise ValueError(
-                f"Unknown config key {path!r}. Known keys under {prefix!r}: "
-                f"{sorted(defaults.keys())}."
-            )
-        if isinstance(defaults[key], ml_collections.ConfigDict):
-            if not hasattr(value, "items"):
-                raise ValueError(f"{path} must be a ConfigDict, got {value!r}.")
-            _merge(defaults[key], value, path)
-        else:
-            with defaults.ignore_type():
-                defaults[key] = value
-
-
 def complete_model_config(model_config) -> ml_collections.ConfigDict:
     """Returns `default_model_config()` updated with `model_config`; unknown keys are an error."""
-    full = default_model_config()
-    _merge(full, model_config or {}, "model")
+    full = merge_locked(default_model_config(), model_config, "model")
     validate_model_config(full)
     return full
 
