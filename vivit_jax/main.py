@@ -4,6 +4,12 @@ r"""Command line: train or evaluate a ViViT config.
     python -m vivit_jax.main --config=configs/demo.py:single_frame --workdir=/tmp/vivit_sf \
         --config.batch_size=16
     python -m vivit_jax.main --mode=evaluate --config=configs/demo.py --workdir=/tmp/vivit_demo
+    python -m vivit_jax.main --mode=evaluate --config=... --workdir=/tmp/eval \
+        --checkpoint=/ckpt/vivit_base_k400/checkpoint     # Scenic, orbax or HuggingFace
+
+`--mode=evaluate` runs the multi-view test (`vivit_jax.evaluate`) on
+`dataset_configs.test_split` with the latest checkpoint of the workdir or `--checkpoint`, writes
+`<workdir>/eval/<split>_results.json` (and a confusion-matrix image) and prints one line.
 
 Rerunning a `train` command on the same workdir resumes from its latest checkpoint. Several hosts:
 start the same command on each, adding `--jax_distributed` (auto-detected cluster, e.g. TPU pods
@@ -11,8 +17,6 @@ and SLURM) or `--coordinator_address=host:port --num_processes=N --process_id=i`
 """
 
 from __future__ import annotations
-
-import json
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -22,6 +26,12 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and summaries.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate"], "What to run.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "--mode=evaluate: a checkpoint (Scenic msgpack, orbax directory, HuggingFace ViViT "
+    "directory); default: the latest in the workdir.",
+)
 _JAX_DISTRIBUTED = flags.DEFINE_bool(
     "jax_distributed", False, "Call jax.distributed.initialize() with auto-detected settings."
 )
@@ -52,13 +62,25 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     _initialize_distributed()
-    from vivit_jax import train
-
     if _MODE.value == "train":
+        if _CHECKPOINT.value:
+            raise app.UsageError(
+                "--checkpoint is for --mode=evaluate; to fine-tune, set "
+                "--config.init_from.checkpoint_path."
+            )
+        from vivit_jax import train
+
         train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     else:
-        summary = train.evaluate(_CONFIG.value, _WORKDIR.value)
-        print(json.dumps(summary, indent=2))
+        from vivit_jax import evaluate
+
+        results = evaluate.evaluate(
+            _CONFIG.value,
+            _WORKDIR.value,
+            checkpoint=_CHECKPOINT.value,
+            config_file=config_flags.get_config_filename(flags.FLAGS["config"]),
+        )
+        print(evaluate.summary_line(results, results["results_file"]))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ class TrainResult:
       train_history: `[(step, {'train/loss': ...})]`, one entry per train summary.
       eval_history: `[(step, {'valid/top1': ...})]`, one entry per evaluation.
       stopped_early: True when a SIGTERM ended the run before the last step.
+      test_results: The final multi-view test (`vivit_jax.evaluate`, also written to
+        `<workdir>/eval/<split>_results.json`), or None (no test split, or the run did not
+        reach its last step in this call).
     """
 
     state: steps.TrainState
@@ -50,6 +53,7 @@ class TrainResult:
     train_history: list
     eval_history: list
     stopped_early: bool = False
+    test_results: dict | None = None
 
 
 @dataclasses.dataclass
@@ -324,7 +328,14 @@ def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
         state = initial_state(exp)
         _log_model_summary(exp, writer)
     try:
-        return _train_loop(exp, state, start_step, ckpt, writer)
+        result = _train_loop(exp, state, start_step, ckpt, writer)
+        if result.step == exp.total_steps > start_step and not result.stopped_early:
+            from vivit_jax import evaluate  # The final evaluation: the multi-view test.
+
+            result.test_results = evaluate.final_evaluation(
+                exp, result.state.params, workdir, result.step
+            )
+        return result
     finally:
         if ckpt:
             ckpt.wait()
@@ -431,31 +442,3 @@ def _format_seconds(s: float) -> str:
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
     return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
-
-
-def evaluate(config, workdir: str, *, dataset_fn=None) -> dict[str, float]:
-    """Evaluates the latest checkpoint in `workdir` on the validation split (one view per video).
-
-    The full multi-view, per-video evaluation is `vivit_jax.evaluate` (later issue).
-
-    Raises:
-      ValueError: when `workdir` holds no checkpoint.
-    """
-    config = config_lib.complete_config(config)
-    mesh = sharding.create_mesh(config.sharding.model_axis_size)
-    sharding.check_batch_size(
-        config.eval_batch_size or config.batch_size, mesh, "config.eval_batch_size"
-    )
-    ckpt = checkpointing.Checkpointer(workdir, config.max_checkpoints_to_keep)
-    step = ckpt.latest_step()
-    if step is None:
-        raise ValueError(f"No checkpoint in {checkpointing.checkpoint_dir(workdir)}; train first.")
-    dataset = (dataset_fn or _default_dataset_fn)(config, mesh=mesh, start_step=step)
-    exp = build_experiment(config, mesh=mesh, dataset=dataset)
-    abstract = checkpointing.abstract_like(exp.abstract_state, exp.state_shardings)
-    state, _ = ckpt.restore(abstract, step)
-    ckpt.close()
-    _, eval_fn = compile_steps(exp)
-    summary = evaluate_split(exp, eval_fn, state, config.steps_per_eval)
-    summary["step"] = step
-    return summary

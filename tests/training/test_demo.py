@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from vivit_jax import config_lib, train
+from vivit_jax import config_lib, evaluate, train
 from vivit_jax.models import create_model, validate_input_shape
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,11 +41,17 @@ def test_demo_tiny_trains_evaluates_and_resumes(tiny_data_dir, tmp_path):
     top1 = result.eval_history[-1][1]["valid/top1"]
     assert 0.0 <= top1 <= 1.0
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "6"]
-    # Rerunning a finished run trains nothing more; evaluate reads the same checkpoint.
+    # The final evaluation: the multi-view test of every test video, written to a file.
+    assert result.test_results["num_videos"] == 12
+    assert os.path.exists(tmp_path / "eval" / "test_results.json")
+    # Rerunning a finished run trains nothing more; evaluate reads the same checkpoint (on the
+    # validation videos, one central view each: the numbers of the run's last evaluation).
     again = train.train_and_evaluate(config, str(tmp_path))
     assert again.step == result.step and again.train_history == []
-    summary = train.evaluate(config, str(tmp_path))
-    assert summary["valid/top1"] == pytest.approx(top1)
+    config.dataset_configs.test_split = "validation"
+    results = evaluate.evaluate(config, str(tmp_path))
+    assert results["step"] == 6 and results["num_videos"] == 20
+    assert results["top1"] == pytest.approx(top1)
 
 
 @pytest.mark.parametrize("arg", [None, "single_frame", "tiny,single_frame"])

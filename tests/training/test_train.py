@@ -116,14 +116,20 @@ def test_missing_dataset_says_how_to_build_it(tmp_path):
 
 
 def test_evaluate_latest_checkpoint(straight):
+    """`vivit_jax.evaluate` over the validation videos (one view each) = the run's last eval."""
+    from vivit_jax import evaluate
+
     workdir, result = straight
 
     def dataset_fn(config, *, mesh, start_step):
-        return make_dataset(config, mesh=mesh, start_step=start_step)
+        ds = make_dataset(config, mesh=mesh, start_step=start_step)
+        ds.test_iter = ds.valid_iter
+        ds.meta_data["num_test_examples"] = ds.meta_data["num_eval_examples"]
+        return ds
 
-    summary = train.evaluate(_config(), str(workdir), dataset_fn=dataset_fn)
-    assert summary["step"] == 6
-    assert summary["valid/top1"] == pytest.approx(result.eval_history[-1][1]["valid/top1"])
+    results = evaluate.evaluate(_config(), str(workdir), dataset_fn=dataset_fn)
+    assert results["step"] == 6 and results["num_videos"] == 12
+    assert results["top1"] == pytest.approx(result.eval_history[-1][1]["valid/top1"])
 
 
 def test_init_from_a_checkpoint_of_this_project(straight, tmp_path):

@@ -1,0 +1,638 @@
+r"""Multi-view, per-video evaluation of a checkpoint; the `--mode=evaluate` entry point.
+
+    python -m vivit_jax.main --mode=evaluate --config=configs/demo.py --workdir=/tmp/vivit_demo
+    python -m vivit_jax.main --mode=evaluate --config=configs/kinetics400/<config>.py \
+        --workdir=/tmp/k400_eval --checkpoint=/ckpt/vivit_base_k400/checkpoint \
+        --config.dataset_configs.test_split=validation
+
+The protocol is Scenic's multi-crop test, fixed. Every video of `dataset_configs.test_split`
+gives `num_test_clips` evenly spaced clips × 1 central or 3 (`do_three_spatial_crops`) spatial
+crops; a video's score is the mean of its views' logits (as the original) or, with
+`config.multicrop_softmax_logits`, the mean of their softmax probabilities (per head for the
+multi-head model, sigmoids for the multi-label one). Every video counts exactly once, on any
+number of devices and with any test batch (`dataset_configs.test_batch_size`, else
+`eval_batch_size`; rounded up to a multiple of the devices, the extra rows are padding with
+`batch_mask` 0). The original required the test batch to equal the device count and counted
+some videos twice. `config.steps_per_test` limits the number of batches (a partial result).
+
+Views go through the model `multicrop_clips_per_device` at a time per video (bounding memory);
+the averaged scores come back to the host, which tallies top-1/top-5, per-class accuracy and the
+confusion matrix.
+
+Which checkpoint: `checkpoint=` (anything `vivit_jax.checkpoints.load_params` reads: a Scenic
+msgpack file or directory, an orbax workdir / step directory; or a HuggingFace ViViT directory),
+else the latest checkpoint in `<workdir>/checkpoints`. A HuggingFace ViViT is Model 1; its
+`config.json` defines the architecture and replaces the config's `model` keys (the changed keys
+are logged); a config asking for another variant is an error. Its `id2label` names the classes
+when the dataset has only indices.
+
+Output in `<workdir>/eval/`: `<split>_results.json`, `<split>_confusion[_<head>].png` (up to
+`MAX_CONFUSION_CLASSES` classes; rows = true class, columns = predicted, row-normalised) and the
+counts as `<split>_confusion[_<head>].npy`. The JSON holds:
+  config, config_file, model_name, checkpoint, step, split, num_videos, num_views,
+  num_test_clips, spatial_crops, averaging ('logits' | 'softmax'), top1, top5, loss,
+  mean_class_top1, per_class_top1 {class name: accuracy or null}, per_class_num_videos,
+  num_devices, test_batch_size, elapsed_seconds, videos_per_second, confusion_matrix (file
+  names), date.
+For the multi-head model (EPIC-Kitchens) top1/top5 are the action (joint) accuracies, and
+`heads` = {name: {top1, top5, mean_class_top1, per_class_top1, per_class_num_videos}}
+replaces the top-level per-class fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import json
+import os
+import re
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from vivit_jax import checkpointing, config_lib, losses, sharding
+from vivit_jax.metrics import top_k_correct
+
+RESULTS_DIR = "eval"
+MAX_CONFUSION_CLASSES = 500  # Largest confusion matrix drawn as an image.
+_MAX_TALLY_CLASSES = 4096  # Larger outputs get no confusion counts (memory).
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints.
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """Parameters read from disk, and where from.
+
+    Attributes:
+      path: What was read.
+      format: 'orbax', 'scenic', 'huggingface', ...
+      step: The training step, when the path says it, else None.
+      params: Nested dict of numpy arrays (Scenic layout).
+      model_config: The HuggingFace directory's `config.model`, else None.
+      class_names: The HuggingFace `id2label` names, else None.
+    """
+
+    path: str
+    format: str
+    step: int | None
+    params: dict
+    model_config: ml_collections.ConfigDict | None = None
+    class_names: list[str] | None = None
+
+
+def load_checkpoint(checkpoint: str | None, workdir: str | None = None) -> Checkpoint:
+    """Reads `checkpoint` (any supported format), else the latest one in `workdir`.
+
+    Raises:
+      FileNotFoundError: neither is given or holds a checkpoint.
+      vivit_jax.checkpoints.CheckpointError: an unreadable checkpoint.
+    """
+    from vivit_jax.checkpoints import detect_format, load_huggingface_vivit, load_params
+    from vivit_jax.checkpoints.huggingface import read_config
+
+    if not checkpoint:
+        directory = checkpointing.checkpoint_dir(workdir) if workdir else None
+        steps = _orbax_steps(directory) if directory and os.path.isdir(directory) else []
+        if not steps:
+            raise FileNotFoundError(
+                f"No checkpoint to evaluate: {directory or 'no workdir'} holds none. Train "
+                "first, or pass --checkpoint=<Scenic/orbax checkpoint or HuggingFace directory>."
+            )
+        checkpoint = os.path.join(directory, str(steps[-1]))
+    fmt, path = detect_format(os.fspath(checkpoint))
+    if fmt == "huggingface":
+        model_config, _, params = load_huggingface_vivit(path)
+        id2label = read_config(path).get("id2label") or {}
+        names = [str(id2label.get(str(i), i)) for i in range(len(id2label))]
+        if all(re.fullmatch(r"LABEL_\d+", n) for n in names):
+            names = None
+        return Checkpoint(path, fmt, None, params, model_config, names or None)
+    if fmt == "orbax" and not os.path.basename(os.path.normpath(path)).isdigit():
+        steps = _orbax_steps(path) or _orbax_steps(os.path.join(path, "checkpoints"))
+        if steps:  # A workdir or manager directory: name the step actually read.
+            base = path if _orbax_steps(path) else os.path.join(path, "checkpoints")
+            path = os.path.join(base, str(steps[-1]))
+    match = re.search(r"(?:checkpoint_)?(\d+)$", os.path.basename(os.path.normpath(path)))
+    step = int(match.group(1)) if match else None
+    return Checkpoint(path, fmt, step, load_params(path, fmt))
+
+
+def _orbax_steps(directory: str) -> list[int]:
+    if not os.path.isdir(directory):
+        return []
+    names = os.listdir(directory)
+    return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(f"{directory}/{n}"))
+
+
+def with_checkpoint_model(config, ckpt: Checkpoint):
+    """`config` with a HuggingFace checkpoint's architecture as `config.model` (else unchanged).
+
+    Raises:
+      ValueError: the config asks for a variant other than Model 1 ('spacetime').
+    """
+    if ckpt.model_config is None:
+        return config
+    wanted = config.model.attention_config.type
+    if wanted != "spacetime":
+        raise ValueError(
+            f"{ckpt.path} is a HuggingFace ViViT (Model 1, 'spacetime'), but "
+            f"config.model.attention_config.type={wanted!r}; use a Model 1 config."
+        )
+    old = config.model.to_dict()
+    new = ckpt.model_config.to_dict()
+    changed = sorted(
+        k
+        for k in new
+        if k not in ("dropout_rate", "attention_dropout_rate") and old.get(k) != new[k]
+    )
+    if changed:
+        logging.warning(
+            "The HuggingFace checkpoint's architecture replaces config.model keys %s.", changed
+        )
+    config = config_lib.ConfigDict(config)  # A copy; the caller's config is left alone.
+    with config.ignore_type():
+        config.model = ckpt.model_config
+    return config
+
+
+def place_params(params: dict, exp) -> Any:
+    """Checks `params` against the experiment's model and puts them on its devices.
+
+    Raises:
+      vivit_jax.checkpoints.CheckpointError: naming missing / unexpected parameters or both
+        shapes of a mismatch, with the `config.model` the checkpoint's shapes imply.
+    """
+    from vivit_jax.checkpoints import CheckpointError, infer_model_config, trees
+
+    want = trees.flatten(exp.abstract_state.params)
+    have = trees.flatten(params)
+    problems = [f"missing {trees.path_str(p)}" for p in sorted(set(want) - set(have))]
+    problems += [f"unexpected {trees.path_str(p)}" for p in sorted(set(have) - set(want))]
+    problems += [
+        f"{trees.path_str(p)}: checkpoint {tuple(np.shape(have[p]))} vs model {tuple(w.shape)}"
+        for p, w in sorted(want.items())
+        if p in have and tuple(np.shape(have[p])) != tuple(w.shape)
+    ]
+    if problems:
+        try:
+            implied = json.dumps(infer_model_config(params).to_dict(), default=list)
+        except Exception:  # noqa: BLE001 - only a hint.
+            implied = "(could not be inferred)"
+        shown = "; ".join(problems[:8]) + (
+            f"; ... ({len(problems)} in all)" if len(problems) > 8 else ""
+        )
+        raise CheckpointError(
+            f"The checkpoint does not fit config.model with {exp.num_classes} classes: {shown}. "
+            f"The checkpoint's shapes imply config.model = {implied}."
+        )
+    tree = trees.unflatten({p: np.asarray(have[p], w.dtype) for p, w in want.items()})
+    return jax.device_put(tree, exp.state_shardings.params)
+
+
+# ---------------------------------------------------------------------------------------------
+# The jitted multi-view step.
+
+
+def average_views(
+    logits: jax.Array, probabilities: bool, *, multilabel: bool = False, class_splits=None
+) -> jax.Array:
+    """`[B, V, C]` view logits → `[B, C]` video scores: the mean of the logits, or (with
+    `probabilities`) of the softmax probabilities (per head; sigmoids when `multilabel`)."""
+    logits = logits.astype(jnp.float32)
+    if probabilities:
+        if multilabel:
+            logits = jax.nn.sigmoid(logits)
+        elif class_splits:
+            heads = losses.split_heads(logits, class_splits)
+            logits = jnp.concatenate([jax.nn.softmax(h, axis=-1) for h in heads], axis=-1)
+        else:
+            logits = jax.nn.softmax(logits, axis=-1)
+    return jnp.mean(logits, axis=1)
+
+
+def views_per_chunk(num_views: int, per_device: int) -> int:
+    """The largest divisor of `num_views` that is at most `per_device`."""
+    return max(k for k in range(1, min(num_views, per_device) + 1) if num_views % k == 0)
+
+
+def multiview_step(params, batch, *, model, config) -> dict[str, jax.Array]:
+    """Scores, loss and hits of one batch of videos `inputs` `[B, V, T, H, W, 3]` (or one view
+    `[B, T, H, W, 3]`); `label`, `batch_mask` and `video_index` pass through."""
+    inputs = batch["inputs"]
+    if inputs.ndim == 5:
+        inputs = inputs[:, None]
+    b, v = inputs.shape[:2]
+    k = views_per_chunk(v, config.multicrop_clips_per_device)
+    chunks = jnp.moveaxis(inputs.reshape((b, v // k, k) + inputs.shape[2:]), 1, 0)
+
+    def apply(chunk):  # [B, k, ...] → [B, k, C]
+        flat = chunk.reshape((b * k,) + chunk.shape[2:])
+        return model.apply({"params": params}, flat, train=False).reshape(b, k, -1)
+
+    logits = jnp.moveaxis(jax.lax.map(apply, chunks), 0, 1).reshape(b, v, -1)
+    multilabel = config.model_name == "vivit_multilabel_classification"
+    splits = _class_splits(config)
+    probs = bool(config.multicrop_softmax_logits)
+    scores = average_views(logits, probs, multilabel=multilabel, class_splits=splits)
+    label = batch["label"]
+    targets = losses.targets_from_labels(label, scores.shape[-1])
+    if probs:  # Cross-entropy of the averaged probabilities.
+        p = jnp.clip(scores, 1e-12, 1.0)
+        if multilabel:
+            loss = -jnp.sum(targets * jnp.log(p) + (1 - targets) * jnp.log1p(-p + 1e-12), -1)
+        else:
+            loss = -jnp.sum(targets * jnp.log(p), -1) / (len(splits) if splits else 1)
+        ranking = jnp.log(p)  # softmax(log p) = p: joint top-k ranks the averaged probabilities.
+    else:
+        loss = losses.per_example_loss(scores, targets, multilabel, splits)
+        ranking = scores
+    hits = {f"top{k}": top_k_correct(ranking, label, k, splits) for k in (1, 5)}
+    if splits:
+        for name, s, t in zip(
+            _head_names(config),
+            losses.split_heads(ranking, splits),
+            losses.split_heads(targets, splits),
+        ):
+            for k in (1, 5):
+                hits[f"{name}/top{k}"] = top_k_correct(s, t, k)
+    return {
+        "scores": scores,
+        "loss": loss,
+        "hits": hits,
+        "label": label,
+        "batch_mask": batch["batch_mask"],
+        "video_index": batch["video_index"],
+    }
+
+
+def compile_multiview_step(exp):
+    """`multiview_step` bound to the experiment, jitted with its shardings (results replicated,
+    so that every process can read them)."""
+    return jax.jit(
+        functools.partial(multiview_step, model=exp.model, config=exp.config),
+        in_shardings=(exp.state_shardings.params, sharding.batch_sharding(exp.mesh)),
+        out_shardings=sharding.replicated(exp.mesh),
+    )
+
+
+def _class_splits(config):
+    if config.model_name != config_lib.MULTIHEAD:
+        return None
+    return tuple(int(n) for n in config.dataset_configs.class_splits)
+
+
+def _head_names(config) -> list[str]:
+    splits = _class_splits(config)
+    names = config.dataset_configs.split_names
+    return list(names) if names else [str(i + 1) for i in range(len(splits))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Host-side tallies.
+
+
+class _Head:
+    """Per-class top-1 and confusion counts of one head (or of the whole output)."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        n = len(names)
+        self.videos = np.zeros(n, np.int64)
+        self.hits = np.zeros(n, np.int64)
+        self.confusion = np.zeros((n, n), np.int64) if n <= _MAX_TALLY_CLASSES else None
+
+    def add(self, scores: np.ndarray, targets: np.ndarray, top1_hits: np.ndarray) -> None:
+        true = np.argmax(targets, -1)  # Multi-label: the first positive class.
+        np.add.at(self.videos, true, 1)
+        np.add.at(self.hits, true, top1_hits.astype(np.int64))
+        if self.confusion is not None:
+            np.add.at(self.confusion, (true, np.argmax(scores, -1)), 1)
+
+    def summary(self) -> dict[str, Any]:
+        seen = self.videos > 0
+        acc = np.where(seen, self.hits / np.maximum(self.videos, 1), np.nan)
+        return {
+            "mean_class_top1": float(np.mean(acc[seen])) if seen.any() else None,
+            "per_class_top1": {
+                n: (None if np.isnan(a) else float(a)) for n, a in zip(self.names, acc)
+            },
+            "per_class_num_videos": {n: int(c) for n, c in zip(self.names, self.videos)},
+        }
+
+
+class _Tally:
+    """Sums over videos; checks that each video counts once."""
+
+    def __init__(self, config, class_names: list[str]):
+        self.splits = _class_splits(config)
+        self.sums: dict[str, float] = {}
+        self.num_videos = 0
+        self.seen: set[int] = set()
+        if self.splits:
+            bounds = np.cumsum((0,) + self.splits)
+            self.heads = {
+                name: _Head(_head_class_names(class_names, lo, hi))
+                for name, lo, hi in zip(_head_names(config), bounds[:-1], bounds[1:])
+            }
+        else:
+            self.heads = {None: _Head(list(class_names))}
+
+    def add(self, out: dict[str, Any]) -> None:
+        mask = np.asarray(out["batch_mask"]) > 0
+        ids = np.asarray(out["video_index"])[mask].tolist()
+        repeated = self.seen.intersection(ids) or (len(set(ids)) < len(ids))
+        if repeated:
+            raise RuntimeError(f"Videos counted twice in the test stream: {sorted(repeated)[:5]}.")
+        self.seen.update(ids)
+        self.num_videos += int(mask.sum())
+        hits = {k: np.asarray(v)[mask] for k, v in out["hits"].items()}
+        for key, value in [("loss", np.asarray(out["loss"])[mask]), *hits.items()]:
+            self.sums[key] = self.sums.get(key, 0.0) + float(np.sum(value))
+        scores = np.asarray(out["scores"])[mask]
+        targets = np.asarray(out["label"])[mask]
+        if targets.ndim == 1:
+            targets = np.eye(scores.shape[-1], dtype=np.float32)[targets]
+        if self.splits:
+            parts = zip(
+                losses.split_heads(scores, self.splits), losses.split_heads(targets, self.splits)
+            )
+            for (name, head), (s, t) in zip(self.heads.items(), parts):
+                head.add(s, t, hits[f"{name}/top1"])
+        else:
+            self.heads[None].add(scores, targets, hits["top1"])
+
+    def summary(self) -> dict[str, Any]:
+        n = max(self.num_videos, 1)
+        out = {"num_videos": self.num_videos}
+        out.update({k: self.sums.get(k, 0.0) / n for k in ("top1", "top5", "loss")})
+        if not self.splits:
+            out.update(self.heads[None].summary())
+            return out
+        out["heads"] = {
+            name: {
+                "top1": self.sums[f"{name}/top1"] / n,
+                "top5": self.sums[f"{name}/top5"] / n,
+                **head.summary(),
+            }
+            for name, head in self.heads.items()
+        }
+        return out
+
+
+def _head_class_names(names: list[str], lo: int, hi: int) -> list[str]:
+    part = list(names[lo:hi])
+    if part == [str(i) for i in range(lo, hi)]:  # Plain indices: number within the head.
+        return [str(i) for i in range(hi - lo)]
+    return part
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop, the entry points and the results files.
+
+
+def evaluate_views(
+    exp, params, *, checkpoint: str, step: int | None = None, class_names=None
+) -> dict[str, Any]:
+    """Runs the multi-view protocol over the test split of `exp.dataset`.
+
+    Args:
+      exp: A `train.Experiment` (its dataset's `test_iter` yields multi-view batches).
+      params: Parameters placed with `exp.state_shardings.params`.
+      checkpoint: Recorded in the results.
+      step: Recorded in the results.
+      class_names: Overrides the dataset's class names (e.g. a HuggingFace `id2label`).
+
+    Returns:
+      The results dict (see the module docstring), without the file names.
+
+    Raises:
+      RuntimeError: a video appears twice, or the split's videos were not all evaluated.
+    """
+    config, meta = exp.config, exp.dataset.meta_data
+    names = list(class_names or meta.get("class_names") or range(exp.num_classes))
+    names = [str(n) for n in names]
+    tally = _Tally(config, names)
+    step_fn = compile_multiview_step(exp)
+    keys = ("inputs", "label", "batch_mask", "video_index")
+    start = time.monotonic()
+    first_done = None
+    num_views = None
+    batch_size = None
+    for i, batch in enumerate(exp.dataset.test_iter()):
+        if config.steps_per_test and i >= config.steps_per_test:
+            break
+        shape = batch["inputs"].shape
+        num_views = shape[1] if len(shape) == 6 else 1
+        batch_size = shape[0]
+        out = jax.device_get(step_fn(params, {k: batch[k] for k in keys}))
+        tally.add(out)
+        if first_done is None:
+            first_done = (time.monotonic(), tally.num_videos)
+    elapsed = time.monotonic() - start
+    expected = meta.get("num_test_examples")
+    if not config.steps_per_test and expected is not None and tally.num_videos != expected:
+        raise RuntimeError(
+            f"The test split has {expected} videos but {tally.num_videos} were evaluated."
+        )
+    if tally.num_videos == 0:
+        raise ValueError(
+            f"The test split {config.dataset_configs.test_split!r} yielded no video; set "
+            "dataset_configs.test_split to a split with videos."
+        )
+    rate = None
+    if first_done is not None and tally.num_videos > first_done[1]:  # Excludes compilation.
+        rate = (tally.num_videos - first_done[1]) / max(time.monotonic() - first_done[0], 1e-9)
+    ds = config.dataset_configs
+    results = {
+        "config": config.experiment_name,
+        "model_name": config.model_name,
+        "checkpoint": checkpoint,
+        "step": step,
+        "split": ds.test_split,
+        "num_views": int(num_views),
+        "num_test_clips": int(ds.num_test_clips),
+        "spatial_crops": 3 if ds.do_three_spatial_crops else 1,
+        "averaging": "softmax" if config.multicrop_softmax_logits else "logits",
+        **tally.summary(),
+        "num_devices": int(exp.mesh.devices.size),
+        "test_batch_size": int(batch_size),
+        "elapsed_seconds": elapsed,
+        "videos_per_second": rate,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    results["_confusion"] = {name: head.confusion for name, head in tally.heads.items()}
+    results["_class_names"] = {name: head.names for name, head in tally.heads.items()}
+    return results
+
+
+def write_results(results: dict[str, Any], workdir: str) -> str:
+    """Writes the JSON, the confusion PNGs and counts to `<workdir>/eval/`; returns the JSON
+    path. Only process 0 writes."""
+    results = dict(results)
+    confusion = results.pop("_confusion", {})
+    names = results.pop("_class_names", {})
+    directory = os.path.join(workdir, RESULTS_DIR)
+    split = results["split"]
+    path = os.path.join(directory, f"{split}_results.json")
+    files = {}
+    for head, counts in confusion.items():
+        if counts is None:
+            continue
+        stem = f"{split}_confusion" + (f"_{head}" if head else "")
+        files[head or "all"] = {"counts": f"{stem}.npy"}
+        if len(counts) <= MAX_CONFUSION_CLASSES:
+            files[head or "all"]["image"] = f"{stem}.png"
+    results["confusion_matrix"] = files
+    if jax.process_index() != 0:
+        return path
+    os.makedirs(directory, exist_ok=True)
+    for head, counts in confusion.items():
+        entry = files.get(head or "all")
+        if entry is None:
+            continue
+        np.save(os.path.join(directory, entry["counts"]), counts)
+        if "image" in entry:
+            title = f"{split} {head or ''}: rows true, columns predicted ({results['num_videos']} videos)"
+            confusion_image(counts, names[head], title).save(
+                os.path.join(directory, entry["image"])
+            )
+    with open(path + ".tmp", "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def confusion_image(counts: np.ndarray, class_names: list[str], title: str = ""):
+    """A row-normalised confusion matrix as a PIL image (white → dark blue); class names are
+    written beside the rows when there are at most 40 classes."""
+    from PIL import Image, ImageDraw
+
+    n = len(counts)
+    rows = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    cell = max(1, min(16, 800 // max(n, 1)))
+    light, dark = np.array([247, 251, 255.0]), np.array([8, 48, 107.0])
+    rgb = light + rows[..., None] * (dark - light)
+    grid = np.repeat(np.repeat(rgb.astype(np.uint8), cell, 0), cell, 1)
+    label_w = 8 + 6 * max(len(s) for s in class_names) if n <= 40 else 8
+    top = 24
+    image = Image.new("RGB", (label_w + grid.shape[1] + 8, top + grid.shape[0] + 8), "white")
+    image.paste(Image.fromarray(grid), (label_w, top))
+    draw = ImageDraw.Draw(image)
+    draw.text((4, 4), title, fill="black")
+    if n <= 40:
+        for i, name in enumerate(class_names):
+            draw.text((4, top + i * cell + max(0, cell // 2 - 5)), name, fill="black")
+    return image
+
+
+def summary_line(results: dict[str, Any], path: str | None = None) -> str:
+    """One line: the accuracies, what was counted and where the file is."""
+    r = results
+    if "heads" in r:
+        acc = f"action top-1 {100 * r['top1']:.2f}% top-5 {100 * r['top5']:.2f}%" + "".join(
+            f", {name} top-1 {100 * h['top1']:.2f}%" for name, h in r["heads"].items()
+        )
+    else:
+        acc = f"top-1 {100 * r['top1']:.2f}%, top-5 {100 * r['top5']:.2f}%"
+    line = (
+        f"{r['split']}: {acc} on {r['num_videos']} videos × {r['num_views']} views "
+        f"({r['num_test_clips']} clips × {r['spatial_crops']} crops, mean of {r['averaging']}), "
+        f"checkpoint {r['checkpoint']}, {r['elapsed_seconds']:.1f} s"
+    )
+    return line + (f" → {path}" if path else "")
+
+
+def _round_test_batch(config, mesh):
+    """`config` with the test batch rounded up to a multiple of the mesh's 'data' axis."""
+    ds = config.dataset_configs
+    batch = ds.test_batch_size or config.eval_batch_size or config.batch_size
+    n = mesh.shape[sharding.DATA]
+    if batch % n == 0:
+        return config
+    rounded = -(-batch // n) * n
+    logging.info("Test batch %d → %d (a multiple of the %d devices; padded).", batch, rounded, n)
+    config = config_lib.ConfigDict(config)
+    config.dataset_configs.test_batch_size = rounded
+    return config
+
+
+def evaluate(
+    config,
+    workdir: str,
+    *,
+    checkpoint: str | None = None,
+    config_file: str | None = None,
+    dataset_fn=None,
+) -> dict[str, Any]:
+    """Evaluates a checkpoint with the multi-view protocol; writes `<workdir>/eval/...`.
+
+    Args:
+      config: The experiment config (completed here).
+      workdir: Where the results go; its latest checkpoint is used without `checkpoint`.
+      checkpoint: Any checkpoint path the readers accept, or a HuggingFace ViViT directory.
+      config_file: Recorded in the results (e.g. the `--config` flag).
+      dataset_fn: `(config, *, mesh, start_step) -> Dataset`; default `get_dataset`.
+
+    Returns:
+      The results dict (as written), with `results_file`.
+
+    Raises:
+      FileNotFoundError: no checkpoint.
+      vivit_jax.checkpoints.CheckpointError: the checkpoint does not fit the config.
+    """
+    from vivit_jax import train
+
+    config = config_lib.complete_config(config)
+    ckpt = load_checkpoint(checkpoint, workdir)
+    config = with_checkpoint_model(config, ckpt)
+    train.check_workdir(workdir)
+    mesh = sharding.create_mesh(config.sharding.model_axis_size)
+    config = _round_test_batch(config, mesh)
+    dataset = (dataset_fn or train._default_dataset_fn)(config, mesh=mesh, start_step=0)
+    exp = train.build_experiment(config, mesh=mesh, dataset=dataset)
+    params = place_params(ckpt.params, exp)
+    del ckpt.params
+    results = evaluate_views(
+        exp, params, checkpoint=ckpt.path, step=ckpt.step, class_names=_names(exp, ckpt)
+    )
+    results["config_file"] = config_file
+    return _finish(results, workdir)
+
+
+def _names(exp, ckpt: Checkpoint):
+    meta_names = exp.dataset.meta_data.get("class_names")
+    plain = meta_names is None or list(meta_names) == [str(i) for i in range(exp.num_classes)]
+    if ckpt.class_names and plain and len(ckpt.class_names) == exp.num_classes:
+        return ckpt.class_names
+    return None
+
+
+def _finish(results, workdir: str) -> dict[str, Any]:
+    path = write_results(results, workdir)
+    results = {k: v for k, v in results.items() if not k.startswith("_")}
+    results["results_file"] = path
+    logging.info("%s", summary_line(results, path))
+    return results
+
+
+def final_evaluation(exp, params, workdir: str, step: int) -> dict[str, Any] | None:
+    """The end-of-training evaluation: the multi-view protocol on the test split, written as
+    `evaluate` writes it. Returns None (and logs why) when the dataset has no test videos."""
+    if not exp.dataset.meta_data.get("num_test_examples"):
+        logging.info("No test videos (dataset_configs.test_split); no final multi-view test.")
+        return None
+    where = (
+        os.path.join(checkpointing.checkpoint_dir(workdir), str(step))
+        if exp.config.checkpoint
+        else f"train state at step {step} (not saved)"
+    )
+    return _finish(evaluate_views(exp, params, checkpoint=where, step=step), workdir)
