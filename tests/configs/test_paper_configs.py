@@ -325,18 +325,12 @@ def _narrow(model_config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
 
 
 def init_cases():
-    # vivit_jax.checkpoints.inflate's target_grid unpacks patches.size as (h, w, t), so a
-    # frame-sampling model with 2D patches (h, w) cannot be initialised yet.
-    frame_sampling_bug = pytest.mark.xfail(
-        strict=True, raises=ValueError, reason="inflate.target_grid needs a 3-tuple patches.size"
-    )
     out = []
     for case in cases():
         name, arg = case
         if name == "demo.py" or (arg and "dmvr" in arg.split(",")):
             continue
-        marks = [frame_sampling_bug] if arg == "uniform_frame_sampling" else []
-        out.append(pytest.param(case, marks=marks, id=case_id(case)))
+        out.append(pytest.param(case, id=case_id(case)))
     return out
 
 

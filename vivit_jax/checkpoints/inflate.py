@@ -339,7 +339,9 @@ class _Surgery:
         return src, target
 
     def target_grid(self, n: int, spatial_only: bool, src: Grid | None, name: str) -> Grid:
-        ph, pw, pt = (int(x) for x in self.cfg.patches.size)
+        size = tuple(int(x) for x in self.cfg.patches.size)
+        ph, pw = size[:2]
+        pt = size[2] if len(size) > 2 else 1  # frame sampling takes (h, w) patches
         tec = self.cfg.temporal_encoding_config
         sampled = tec.method == "temporal_sampling"
         if self.input_shape is not None:
