@@ -164,8 +164,8 @@ def with_checkpoint_model(config, ckpt: Checkpoint):
     return config
 
 
-def place_params(params: dict, exp) -> Any:
-    """Checks `params` against the experiment's model and puts them on its devices.
+def fit_params(params: dict, abstract_params, num_classes: int) -> dict:
+    """`params` checked against the model's (shape-only) parameters, cast to their dtypes.
 
     Raises:
       vivit_jax.checkpoints.CheckpointError: naming missing / unexpected parameters or both
@@ -173,7 +173,7 @@ def place_params(params: dict, exp) -> Any:
     """
     from vivit_jax.checkpoints import CheckpointError, infer_model_config, trees
 
-    want = trees.flatten(exp.abstract_state.params)
+    want = trees.flatten(abstract_params)
     have = trees.flatten(params)
     problems = [f"missing {trees.path_str(p)}" for p in sorted(set(want) - set(have))]
     problems += [f"unexpected {trees.path_str(p)}" for p in sorted(set(have) - set(want))]
@@ -187,15 +187,13 @@ def place_params(params: dict, exp) -> Any:
             implied = json.dumps(infer_model_config(params).to_dict(), default=list)
         except Exception:  # noqa: BLE001 - only a hint.
             implied = "(could not be inferred)"
-        shown = "; ".join(problems[:8]) + (
-            f"; ... ({len(problems)} in all)" if len(problems) > 8 else ""
-        )
+        more = f"; ... ({len(problems)} in all)" if len(problems) > 8 else ""
         raise CheckpointError(
-            f"The checkpoint does not fit config.model with {exp.num_classes} classes: {shown}. "
-            f"The checkpoint's shapes imply config.model = {implied}."
+            f"The checkpoint does not fit config.model with {num_classes} classes and this "
+            f"input size: {'; '.join(problems[:8])}{more}. The checkpoint's shapes imply "
+            f"config.model = {implied}."
         )
-    tree = trees.unflatten({p: np.asarray(have[p], w.dtype) for p, w in want.items()})
-    return jax.device_put(tree, exp.state_shardings.params)
+    return trees.unflatten({p: np.asarray(have[p], w.dtype) for p, w in want.items()})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +238,7 @@ def multiview_step(params, batch, *, model, config) -> dict[str, jax.Array]:
 
     logits = jnp.moveaxis(jax.lax.map(apply, chunks), 0, 1).reshape(b, v, -1)
     multilabel = config.model_name == "vivit_multilabel_classification"
-    splits = _class_splits(config)
+    splits = config_class_splits(config)
     probs = bool(config.multicrop_softmax_logits)
     scores = average_views(logits, probs, multilabel=multilabel, class_splits=splits)
     label = batch["label"]
@@ -258,7 +256,7 @@ def multiview_step(params, batch, *, model, config) -> dict[str, jax.Array]:
     hits = {f"top{k}": top_k_correct(ranking, label, k, splits) for k in (1, 5)}
     if splits:
         for name, s, t in zip(
-            _head_names(config),
+            config_head_names(config),
             losses.split_heads(ranking, splits),
             losses.split_heads(targets, splits),
         ):
@@ -284,14 +282,16 @@ def compile_multiview_step(exp):
     )
 
 
-def _class_splits(config):
+def config_class_splits(config) -> tuple[int, ...] | None:
+    """The head sizes of a multi-head config, else None."""
     if config.model_name != config_lib.MULTIHEAD:
         return None
     return tuple(int(n) for n in config.dataset_configs.class_splits)
 
 
-def _head_names(config) -> list[str]:
-    splits = _class_splits(config)
+def config_head_names(config) -> list[str]:
+    """`dataset_configs.split_names`, or '1', '2', ... (as Scenic)."""
+    splits = config_class_splits(config)
     names = config.dataset_configs.split_names
     return list(names) if names else [str(i + 1) for i in range(len(splits))]
 
@@ -333,15 +333,15 @@ class _Tally:
     """Sums over videos; checks that each video counts once."""
 
     def __init__(self, config, class_names: list[str]):
-        self.splits = _class_splits(config)
+        self.splits = config_class_splits(config)
         self.sums: dict[str, float] = {}
         self.num_videos = 0
         self.seen: set[int] = set()
         if self.splits:
             bounds = np.cumsum((0,) + self.splits)
             self.heads = {
-                name: _Head(_head_class_names(class_names, lo, hi))
-                for name, lo, hi in zip(_head_names(config), bounds[:-1], bounds[1:])
+                name: _Head(head_class_names(class_names, lo, hi))
+                for name, lo, hi in zip(config_head_names(config), bounds[:-1], bounds[1:])
             }
         else:
             self.heads = {None: _Head(list(class_names))}
@@ -388,7 +388,8 @@ class _Tally:
         return out
 
 
-def _head_class_names(names: list[str], lo: int, hi: int) -> list[str]:
+def head_class_names(names: list[str], lo: int, hi: int) -> list[str]:
+    """The class names of the head holding outputs [lo, hi)."""
     part = list(names[lo:hi])
     if part == [str(i) for i in range(lo, hi)]:  # Plain indices: number within the head.
         return [str(i) for i in range(hi - lo)]
@@ -599,7 +600,8 @@ def evaluate(
     config = _round_test_batch(config, mesh)
     dataset = (dataset_fn or train._default_dataset_fn)(config, mesh=mesh, start_step=0)
     exp = train.build_experiment(config, mesh=mesh, dataset=dataset)
-    params = place_params(ckpt.params, exp)
+    params = fit_params(ckpt.params, exp.abstract_state.params, exp.num_classes)
+    params = jax.device_put(params, exp.state_shardings.params)
     del ckpt.params
     results = evaluate_views(
         exp, params, checkpoint=ckpt.path, step=ckpt.step, class_names=_names(exp, ckpt)
