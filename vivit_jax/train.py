@@ -158,6 +158,32 @@ def initial_state(exp: Experiment) -> steps.TrainState:
     return state
 
 
+def _log_layout(exp: Experiment) -> None:
+    """Which rows of each global batch this process feeds, and the state's bytes per device."""
+    b = exp.config.batch_size
+    rows = sorted(
+        {
+            r
+            for index in sharding.batch_sharding(exp.mesh)
+            .addressable_devices_indices_map((b,))
+            .values()
+            for r in range(*index[0].indices(b))
+        }
+    )
+    total, per_device = checkpointing.per_device_bytes(exp.abstract_state, exp.state_shardings)
+    logging.info(
+        "Process %d of %d reads rows [%d, %d) of each global batch of %d; train state %.1f MiB, "
+        "%.1f MiB per device.",
+        jax.process_index(),
+        jax.process_count(),
+        rows[0],
+        rows[-1] + 1,
+        b,
+        total / 2**20,
+        per_device / 2**20,
+    )
+
+
 def _log_model_summary(exp: Experiment, writer) -> None:
     num_params = int(sum(np.prod(p.shape) for p in jax.tree.leaves(exp.abstract_state.params)))
     scalars = {"num_params": num_params}
@@ -176,6 +202,12 @@ def _log_model_summary(exp: Experiment, writer) -> None:
     writer.write_scalars(0, scalars)
 
 
+# With several processes, the SIGTERM flags are combined (an all-gather, which waits for the
+# step to finish) only at steps where the host waits anyway (summaries, checkpoints) and at least
+# this often, so that asynchronous dispatch keeps the devices busy in between.
+STOP_SYNC_STEPS = 10
+
+
 class _StopSignal:
     """Turns SIGTERM into a flag the loop checks after each step (then saves and exits)."""
 
@@ -192,9 +224,12 @@ class _StopSignal:
         logging.warning("SIGTERM received: saving a checkpoint and stopping after this step.")
         self.received = True
 
-    def should_stop(self) -> bool:
+    def should_stop(self, sync: bool = True) -> bool:
+        """This process's flag; with several processes, all flags (and False unless `sync`)."""
         if jax.process_count() == 1:
             return self.received
+        if not sync:
+            return False
         from jax.experimental import multihost_utils
 
         # Every process must leave the loop at the same step.
@@ -311,20 +346,33 @@ def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
         else None
     )
     start_step = (ckpt.latest_step() if ckpt else None) or 0
-    dataset = (dataset_fn or _default_dataset_fn)(config, mesh=mesh, start_step=start_step)
+    if start_step:  # Before any data is read: refuse another experiment's workdir.
+        ckpt.check_config(config, start_step, mismatch_ok=config.resume_mismatch_ok)
+    dataset_fn = dataset_fn or _default_dataset_fn
+    dataset = dataset_fn(config, mesh=mesh, start_step=start_step)
     exp = build_experiment(config, mesh=mesh, dataset=dataset)
+    _log_layout(exp)
 
     lead = jax.process_index() == 0
     writer = metric_writers.create_default_writer(
         workdir if (lead and config.write_summary) else None, just_logging=not lead
     )
+    restored = None
     if start_step:
         abstract = checkpointing.abstract_like(exp.abstract_state, exp.state_shardings)
-        state, meta = ckpt.restore(abstract, start_step)
+        restored = ckpt.restore_latest(abstract)
+    if restored is not None:
+        state, meta = restored
+        if int(meta["step"]) != start_step:  # The latest was unreadable: an earlier one is used.
+            start_step = int(meta["step"])
+            exp.dataset = dataset_fn(config, mesh=mesh, start_step=start_step)
         logging.info(
             "Resumed from checkpoint %d (data position %d).", start_step, meta["data_position"]
         )
     else:
+        if start_step:  # Every checkpoint was unreadable (and set aside): start afresh.
+            start_step = 0
+            exp.dataset = dataset_fn(config, mesh=mesh, start_step=0)
         state = initial_state(exp)
         _log_model_summary(exp, writer)
     try:
@@ -388,7 +436,12 @@ def _train_loop(exp: Experiment, state, start_step: int, ckpt, writer) -> TrainR
             pending.append((step, metrics))
             result.state, result.step = state, step
             report(step)
-            stop = stop_signal.should_stop() and step < total
+            sync = (
+                step % log_summary_steps == 0
+                or step % checkpoint_steps == 0
+                or step % STOP_SYNC_STEPS == 0
+            )
+            stop = step < total and stop_signal.should_stop(sync)
             if step % log_summary_steps == 0 or step == total or stop:
                 _raise_if_nonfinite(pending, ckpt, last_saved)
                 summary = _train_summary(pending, last_log, step, total)
@@ -401,7 +454,7 @@ def _train_loop(exp: Experiment, state, start_step: int, ckpt, writer) -> TrainR
             if ckpt and (step % checkpoint_steps == 0 or step == total or stop):
                 _raise_if_nonfinite(pending, ckpt, last_saved)
                 with report.timed("checkpoint"):
-                    ckpt.save(state, step)
+                    ckpt.save(state, step, config=config)
                 last_saved = step
             writer.flush()
             if stop:
