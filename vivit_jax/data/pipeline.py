@@ -123,6 +123,8 @@ class _Fetcher:
             return self._empty
         frames, labels, _ = self.source.get(index)
         n = len(frames)
+        if n == 0:
+            raise CorruptVideoError(f"{self._where(index, position)}: the video has no frames.")
         cfg = self.cfg
         if self.mode == "train":
             rng = np.random.default_rng([self.seed, position, 1])
@@ -133,7 +135,32 @@ class _Fetcher:
             indices = ops.test_indices(n, self.num_clips, cfg.num_frames, cfg.stride).reshape(-1)
         unique, gather = np.unique(indices, return_inverse=True)
         encoded = np.array([frames[int(k)] for k in unique], dtype=object)
+        for k, data in zip(unique, encoded):
+            if not _complete_jpeg(data):
+                raise CorruptVideoError(
+                    f"{self._where(index, position)}: frame {int(k)} of {n} is not a complete "
+                    f"JPEG ({len(data)} bytes; truncated or overwritten)."
+                )
         return encoded, gather.astype(np.int32), np.asarray(labels, np.int64), np.int64(index)
+
+    def _where(self, index: int, position: int) -> str:
+        records = getattr(self.source, "index", None)
+        where = f"example {index}"
+        if hasattr(records, "location"):
+            file, n = records.location(index)
+            where = f"{file}, record {n} (example {index})"
+        return f"{self.mode} stream position {position}: {where}"
+
+
+class CorruptVideoError(ValueError):
+    """A stored video cannot be decoded. The message names the file and record; rebuild the
+    dataset (`python -m vivit_jax.data.build ... --overwrite`) or remove the record."""
+
+
+def _complete_jpeg(data: bytes) -> bool:
+    """Start-of-image marker first and end-of-image marker at the end (allowing a little
+    trailing padding): catches empty, truncated and overwritten frames without decoding."""
+    return data[:2] == b"\xff\xd8" and b"\xff\xd9" in data[-16:]
 
 
 # ---------------------------------------------------------------------------------------------
