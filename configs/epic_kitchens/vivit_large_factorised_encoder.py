@@ -102,7 +102,7 @@ def _tiny(config) -> None:
     ds.min_resize = 20
     ds.crop_size = 16
     ds.num_test_clips = 2
-    ds.test_batch_size = 4
+    ds.test_batch_size = 8
     ds.examples_per_subset = None
     ds.tables = {"train": "train.tfrecord", "validation": "validation.tfrecord"}
     ds.augmentation_params.do_rand_augment = False
@@ -113,8 +113,8 @@ def _tiny(config) -> None:
     m.patches.size = (8, 8, 2)
     m.stochastic_droplayer_rate = 0.0
     config.init_from.checkpoint_path = None
-    config.batch_size = 4
-    config.eval_batch_size = 4
+    config.batch_size = 8
+    config.eval_batch_size = 8
     config.num_training_epochs = None
     config.num_training_steps = 2
     config.lr_configs.warmup_steps = 1
