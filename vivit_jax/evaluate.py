@@ -147,8 +147,9 @@ def with_checkpoint_model(config, ckpt: Checkpoint):
             f"{ckpt.path} is a HuggingFace ViViT (Model 1, 'spacetime'), but "
             f"config.model.attention_config.type={wanted!r}; use a Model 1 config."
         )
-    old = config.model.to_dict()
-    new = ckpt.model_config.to_dict()
+    old, new = config.model.to_dict(), ckpt.model_config.to_dict()
+    for d in (old, new):  # Initialisation only: not the checkpoint's business.
+        d.get("temporal_encoding_config", {}).pop("kernel_init_method", None)
     changed = sorted(
         k
         for k in new

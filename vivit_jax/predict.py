@@ -88,6 +88,7 @@ def huggingface_config(directory: str) -> config_lib.ConfigDict:
     config.experiment_name = f"predict_{os.path.basename(os.path.normpath(directory))}"
     config.dataset_name = "none (prediction)"
     config.num_training_steps = 1
+    config.model.attention_config.type = "spacetime"  # HF ViViT is Model 1.
     ds = config.dataset_configs
     ds.num_frames = int(hf.get("num_frames", 32))
     ds.stride = 2
@@ -222,7 +223,7 @@ class Predictor:
 
 def format_prediction(p: Prediction) -> str:
     lines = [
-        f"{p.path}: {p.num_views} views of {p.num_frames} frames; decode {p.decode_seconds:.2f} s, "
+        f"{p.path}: {p.num_views} view(s) of {p.num_frames} frames; decode {p.decode_seconds:.2f} s, "
         f"model {p.model_seconds:.2f} s"
     ]
     for head, entries in p.top.items():

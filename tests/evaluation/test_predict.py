@@ -53,7 +53,7 @@ def test_predict_prints_top5_names_and_time(tmp_path, capsys):
     )
     assert status == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith(f"{video}: 1 views of 20 frames")
+    assert lines[0].startswith(f"{video}: 1 view(s) of 20 frames")
     probs = [float(line.split()[0]) for line in lines[1:6]]
     assert all(line.split("  ", 2)[-1].startswith("class ") for line in lines[1:6])
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-5
