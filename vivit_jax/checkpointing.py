@@ -113,7 +113,11 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-            item_names=("state", "meta"),
+            # Handlers given up front, so a fresh manager can read metadata before restoring.
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            },
         )
 
     def latest_step(self) -> int | None:
@@ -237,6 +241,8 @@ class Checkpointer:
             try:
                 return self.restore(abstract_state, step)
             except Exception as e:  # Orbax and TensorStore raise many types for bad files.
+                if "shape" in str(e) and "compatible" in str(e):
+                    raise  # A model that does not fit, not a damaged checkpoint.
                 logging.error("Checkpoint %d is unreadable (%s); trying the previous one.", step, e)
                 self._set_aside(step)
         return None
