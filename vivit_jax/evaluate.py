@@ -26,9 +26,10 @@ else the latest checkpoint in `<workdir>/checkpoints`. A HuggingFace ViViT is Mo
 are logged); a config asking for another variant is an error. Its `id2label` names the classes
 when the dataset has only indices.
 
-Output in `<workdir>/eval/`: `<split>_results.json`, `<split>_confusion[_<head>].png` (up to
-`MAX_CONFUSION_CLASSES` classes; rows = true class, columns = predicted, row-normalised) and the
-counts as `<split>_confusion[_<head>].npy`. The JSON holds:
+Output in `<workdir>/eval/` (written by `vivit_jax.eval_results`): `<split>_results.json`,
+`<split>_confusion[_<head>].png` (up to `MAX_CONFUSION_CLASSES` classes; rows = true class,
+columns = predicted, row-normalised) and the counts as `<split>_confusion[_<head>].npy`. The
+JSON holds:
   config, config_file, model_name, checkpoint, step, split, num_videos, num_views,
   num_test_clips, spatial_crops, averaging ('logits' | 'softmax'), top1, top5, loss,
   mean_class_top1, per_class_top1 {class name: accuracy or null}, per_class_num_videos,
@@ -56,13 +57,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from vivit_jax import checkpointing, config_lib, losses, sharding
+from vivit_jax import checkpointing, config_lib, eval_results, losses, sharding
 from vivit_jax.metrics import top_k_correct
-
-RESULTS_DIR = "eval"
-MAX_CONFUSION_CLASSES = 500  # Largest confusion matrix drawn as an image.
-_MAX_TALLY_CLASSES = 4096  # Larger outputs get no confusion counts (memory).
-
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoints.
@@ -239,7 +235,7 @@ def multiview_step(params, batch, *, model, config) -> dict[str, jax.Array]:
 
     logits = jnp.moveaxis(jax.lax.map(apply, chunks), 0, 1).reshape(b, v, -1)
     multilabel = config.model_name == "vivit_multilabel_classification"
-    splits = config_class_splits(config)
+    splits = eval_results.config_class_splits(config)
     probs = bool(config.multicrop_softmax_logits)
     scores = average_views(logits, probs, multilabel=multilabel, class_splits=splits)
     label = batch["label"]
@@ -257,7 +253,7 @@ def multiview_step(params, batch, *, model, config) -> dict[str, jax.Array]:
     hits = {f"top{k}": top_k_correct(ranking, label, k, splits) for k in (1, 5)}
     if splits:
         for name, s, t in zip(
-            config_head_names(config),
+            eval_results.config_head_names(config),
             losses.split_heads(ranking, splits),
             losses.split_heads(targets, splits),
         ):
@@ -283,121 +279,6 @@ def compile_multiview_step(exp):
     )
 
 
-def config_class_splits(config) -> tuple[int, ...] | None:
-    """The head sizes of a multi-head config, else None."""
-    if config.model_name != config_lib.MULTIHEAD:
-        return None
-    return tuple(int(n) for n in config.dataset_configs.class_splits)
-
-
-def config_head_names(config) -> list[str]:
-    """`dataset_configs.split_names`, or '1', '2', ... (as Scenic)."""
-    splits = config_class_splits(config)
-    names = config.dataset_configs.split_names
-    return list(names) if names else [str(i + 1) for i in range(len(splits))]
-
-
-# ---------------------------------------------------------------------------------------------
-# Host-side tallies.
-
-
-class _Head:
-    """Per-class top-1 and confusion counts of one head (or of the whole output)."""
-
-    def __init__(self, names: list[str]):
-        self.names = names
-        n = len(names)
-        self.videos = np.zeros(n, np.int64)
-        self.hits = np.zeros(n, np.int64)
-        self.confusion = np.zeros((n, n), np.int64) if n <= _MAX_TALLY_CLASSES else None
-
-    def add(self, scores: np.ndarray, targets: np.ndarray, top1_hits: np.ndarray) -> None:
-        true = np.argmax(targets, -1)  # Multi-label: the first positive class.
-        np.add.at(self.videos, true, 1)
-        np.add.at(self.hits, true, top1_hits.astype(np.int64))
-        if self.confusion is not None:
-            np.add.at(self.confusion, (true, np.argmax(scores, -1)), 1)
-
-    def summary(self) -> dict[str, Any]:
-        seen = self.videos > 0
-        acc = np.where(seen, self.hits / np.maximum(self.videos, 1), np.nan)
-        return {
-            "mean_class_top1": float(np.mean(acc[seen])) if seen.any() else None,
-            "per_class_top1": {
-                n: (None if np.isnan(a) else float(a)) for n, a in zip(self.names, acc)
-            },
-            "per_class_num_videos": {n: int(c) for n, c in zip(self.names, self.videos)},
-        }
-
-
-class _Tally:
-    """Sums over videos; checks that each video counts once."""
-
-    def __init__(self, config, class_names: list[str]):
-        self.splits = config_class_splits(config)
-        self.sums: dict[str, float] = {}
-        self.num_videos = 0
-        self.seen: set[int] = set()
-        if self.splits:
-            bounds = np.cumsum((0,) + self.splits)
-            self.heads = {
-                name: _Head(head_class_names(class_names, lo, hi))
-                for name, lo, hi in zip(config_head_names(config), bounds[:-1], bounds[1:])
-            }
-        else:
-            self.heads = {None: _Head(list(class_names))}
-
-    def add(self, out: dict[str, Any]) -> None:
-        mask = np.asarray(out["batch_mask"]) > 0
-        ids = np.asarray(out["video_index"])[mask].tolist()
-        repeated = self.seen.intersection(ids) or (len(set(ids)) < len(ids))
-        if repeated:
-            raise RuntimeError(f"Videos counted twice in the test stream: {sorted(repeated)[:5]}.")
-        self.seen.update(ids)
-        self.num_videos += int(mask.sum())
-        hits = {k: np.asarray(v)[mask] for k, v in out["hits"].items()}
-        for key, value in [("loss", np.asarray(out["loss"])[mask]), *hits.items()]:
-            self.sums[key] = self.sums.get(key, 0.0) + float(np.sum(value))
-        scores = np.asarray(out["scores"])[mask]
-        targets = np.asarray(out["label"])[mask]
-        if targets.ndim == 1:
-            targets = np.eye(scores.shape[-1], dtype=np.float32)[targets]
-        if self.splits:
-            parts = zip(
-                losses.split_heads(scores, self.splits), losses.split_heads(targets, self.splits)
-            )
-            for (name, head), (s, t) in zip(self.heads.items(), parts):
-                head.add(s, t, hits[f"{name}/top1"])
-        else:
-            self.heads[None].add(scores, targets, hits["top1"])
-
-    def summary(self) -> dict[str, Any]:
-        n = max(self.num_videos, 1)
-        out = {"num_videos": self.num_videos}
-        out.update({k: self.sums.get(k, 0.0) / n for k in ("top1", "top5", "loss")})
-        if not self.splits:
-            out.update(self.heads[None].summary())
-            return out
-        out["heads"] = {
-            name: {
-                "top1": self.sums[f"{name}/top1"] / n,
-                "top5": self.sums[f"{name}/top5"] / n,
-                **head.summary(),
-            }
-            for name, head in self.heads.items()
-        }
-        return out
-
-
-def head_class_names(names: list[str], lo: int, hi: int) -> list[str]:
-    """The class names of the head holding outputs [lo, hi)."""
-    part = list(names[lo:hi])
-    if part == [str(i) for i in range(lo, hi)]:  # Plain indices: number within the head.
-        return [str(i) for i in range(hi - lo)]
-    return part
-
-
-# ---------------------------------------------------------------------------------------------
 # The loop, the entry points and the results files.
 
 
@@ -422,7 +303,7 @@ def evaluate_views(
     config, meta = exp.config, exp.dataset.meta_data
     names = list(class_names or meta.get("class_names") or range(exp.num_classes))
     names = [str(n) for n in names]
-    tally = _Tally(config, names)
+    tally = eval_results.Tally(config, names)
     step_fn = compile_multiview_step(exp)
     keys = ("inputs", "label", "batch_mask", "video_index")
     start = time.monotonic()
@@ -474,83 +355,6 @@ def evaluate_views(
     results["_confusion"] = {name: head.confusion for name, head in tally.heads.items()}
     results["_class_names"] = {name: head.names for name, head in tally.heads.items()}
     return results
-
-
-def write_results(results: dict[str, Any], workdir: str) -> str:
-    """Writes the JSON, the confusion PNGs and counts to `<workdir>/eval/`; returns the JSON
-    path. Only process 0 writes."""
-    results = dict(results)
-    confusion = results.pop("_confusion", {})
-    names = results.pop("_class_names", {})
-    directory = os.path.join(workdir, RESULTS_DIR)
-    split = results["split"]
-    path = os.path.join(directory, f"{split}_results.json")
-    files = {}
-    for head, counts in confusion.items():
-        if counts is None:
-            continue
-        stem = f"{split}_confusion" + (f"_{head}" if head else "")
-        files[head or "all"] = {"counts": f"{stem}.npy"}
-        if len(counts) <= MAX_CONFUSION_CLASSES:
-            files[head or "all"]["image"] = f"{stem}.png"
-    results["confusion_matrix"] = files
-    if jax.process_index() != 0:
-        return path
-    os.makedirs(directory, exist_ok=True)
-    for head, counts in confusion.items():
-        entry = files.get(head or "all")
-        if entry is None:
-            continue
-        np.save(os.path.join(directory, entry["counts"]), counts)
-        if "image" in entry:
-            title = f"{split} {head or ''}: rows true, columns predicted ({results['num_videos']} videos)"
-            confusion_image(counts, names[head], title).save(
-                os.path.join(directory, entry["image"])
-            )
-    with open(path + ".tmp", "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(path + ".tmp", path)
-    return path
-
-
-def confusion_image(counts: np.ndarray, class_names: list[str], title: str = ""):
-    """A row-normalised confusion matrix as a PIL image (white → dark blue); class names are
-    written beside the rows when there are at most 40 classes."""
-    from PIL import Image, ImageDraw
-
-    n = len(counts)
-    rows = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    cell = max(1, min(16, 800 // max(n, 1)))
-    light, dark = np.array([247, 251, 255.0]), np.array([8, 48, 107.0])
-    rgb = light + rows[..., None] * (dark - light)
-    grid = np.repeat(np.repeat(rgb.astype(np.uint8), cell, 0), cell, 1)
-    label_w = 8 + 6 * max(len(s) for s in class_names) if n <= 40 else 8
-    top = 24
-    image = Image.new("RGB", (label_w + grid.shape[1] + 8, top + grid.shape[0] + 8), "white")
-    image.paste(Image.fromarray(grid), (label_w, top))
-    draw = ImageDraw.Draw(image)
-    draw.text((4, 4), title, fill="black")
-    if n <= 40:
-        for i, name in enumerate(class_names):
-            draw.text((4, top + i * cell + max(0, cell // 2 - 5)), name, fill="black")
-    return image
-
-
-def summary_line(results: dict[str, Any], path: str | None = None) -> str:
-    """One line: the accuracies, what was counted and where the file is."""
-    r = results
-    if "heads" in r:
-        acc = f"action top-1 {100 * r['top1']:.2f}% top-5 {100 * r['top5']:.2f}%" + "".join(
-            f", {name} top-1 {100 * h['top1']:.2f}%" for name, h in r["heads"].items()
-        )
-    else:
-        acc = f"top-1 {100 * r['top1']:.2f}%, top-5 {100 * r['top5']:.2f}%"
-    line = (
-        f"{r['split']}: {acc} on {r['num_videos']} videos × {r['num_views']} views "
-        f"({r['num_test_clips']} clips × {r['spatial_crops']} crops, mean of {r['averaging']}), "
-        f"checkpoint {r['checkpoint']}, {r['elapsed_seconds']:.1f} s"
-    )
-    return line + (f" → {path}" if path else "")
 
 
 def _round_test_batch(config, mesh):
@@ -620,10 +424,10 @@ def _names(exp, ckpt: Checkpoint):
 
 
 def _finish(results, workdir: str) -> dict[str, Any]:
-    path = write_results(results, workdir)
+    path = eval_results.write_results(results, workdir)
     results = {k: v for k, v in results.items() if not k.startswith("_")}
     results["results_file"] = path
-    logging.info("%s", summary_line(results, path))
+    logging.info("%s", eval_results.summary_line(results, path))
     return results
 
 

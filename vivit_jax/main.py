@@ -72,7 +72,7 @@ def main(argv) -> None:
 
         train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     else:
-        from vivit_jax import evaluate
+        from vivit_jax import eval_results, evaluate
 
         results = evaluate.evaluate(
             _CONFIG.value,
@@ -80,7 +80,7 @@ def main(argv) -> None:
             checkpoint=_CHECKPOINT.value,
             config_file=config_flags.get_config_filename(flags.FLAGS["config"]),
         )
-        print(evaluate.summary_line(results, results["results_file"]))
+        print(eval_results.summary_line(results, results["results_file"]))
 
 
 if __name__ == "__main__":

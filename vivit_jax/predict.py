@@ -34,7 +34,7 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from vivit_jax import config_lib, evaluate, losses
+from vivit_jax import config_lib, eval_results, evaluate, losses
 
 
 def _define_flags() -> flags.FlagValues:
@@ -187,7 +187,7 @@ class Predictor:
             return scores
         if self.config.model_name == "vivit_multilabel_classification":
             return 1.0 / (1.0 + np.exp(-scores))
-        splits = evaluate.config_class_splits(self.config)
+        splits = eval_results.config_class_splits(self.config)
         heads = losses.split_heads(scores, splits) if splits else [scores]
         return np.concatenate([np.exp(h - h.max()) / np.exp(h - h.max()).sum() for h in heads])
 
@@ -204,12 +204,12 @@ class Predictor:
         decoded = time.perf_counter()
         probs = self.probabilities(views)
         done = time.perf_counter()
-        splits = evaluate.config_class_splits(self.config)
+        splits = eval_results.config_class_splits(self.config)
         if splits:
-            names = evaluate.config_head_names(self.config)
+            names = eval_results.config_head_names(self.config)
             bounds = np.cumsum((0, *splits))
             parts = {
-                n: (probs[lo:hi], evaluate.head_class_names(self.class_names, lo, hi))
+                n: (probs[lo:hi], eval_results.head_class_names(self.class_names, lo, hi))
                 for n, lo, hi in zip(names, bounds[:-1], bounds[1:])
             }
         else:

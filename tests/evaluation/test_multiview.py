@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.evaluation.conftest import experiment, multiview_dataset_fn, tiny_config
-from vivit_jax import evaluate
+from vivit_jax import eval_results, evaluate
 from vivit_jax.checkpoints import CheckpointError, save_params_orbax
 
 
@@ -112,7 +112,7 @@ def test_evaluate_latest_checkpoint_writes_results(random_params, tmp_path):
     assert image.size[0] > 4 * 16
     counts = np.load(os.path.join(workdir, "eval", saved["confusion_matrix"]["all"]["counts"]))
     assert counts.sum() == 13
-    line = evaluate.summary_line(results)
+    line = eval_results.summary_line(results)
     assert "top-1" in line and "13 videos × 2 views" in line
 
 
