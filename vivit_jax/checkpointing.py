@@ -64,6 +64,10 @@ class CheckpointSaveError(OSError):
     """Writing a checkpoint failed (e.g. the disk is full); earlier checkpoints are intact."""
 
 
+class CheckpointShapeError(ValueError):
+    """A checkpoint's parameters do not have this model's names and shapes."""
+
+
 class ConfigMismatchError(ValueError):
     """The workdir's checkpoints belong to an experiment with a different config."""
 
@@ -223,7 +227,7 @@ class Checkpointer:
             shown = "; ".join(problems[:5]) + (
                 f"; ... ({len(problems)} in all)" if len(problems) > 5 else ""
             )
-            raise ValueError(
+            raise CheckpointShapeError(
                 f"Checkpoint {step} in {self.directory} does not fit this model (another variant "
                 f"or size?): {shown}. Use a fresh --workdir, or fine-tune from it with "
                 "config.init_from.checkpoint_path."
@@ -237,12 +241,14 @@ class Checkpointer:
         damage and raise (see `check_shapes`).
         """
         for step in reversed(self._saved_steps()):
-            self.check_shapes(abstract_state, step)
             try:
+                self.check_shapes(abstract_state, step)
                 return self.restore(abstract_state, step)
+            except CheckpointShapeError:
+                raise  # A model that does not fit, not a damaged checkpoint.
             except Exception as e:  # Orbax and TensorStore raise many types for bad files.
                 if "shape" in str(e) and "compatible" in str(e):
-                    raise  # A model that does not fit, not a damaged checkpoint.
+                    raise
                 logging.error("Checkpoint %d is unreadable (%s); trying the previous one.", step, e)
                 self._set_aside(step)
         return None
