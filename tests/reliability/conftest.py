@@ -130,6 +130,9 @@ def launcher(session_dir, tiny_tfds):
             "--config=configs/demo.py:tiny",
             f"--config.dataset_configs.data_dir={tiny_tfds}",
             "--config.checkpoint_steps=1",
+            # Every logged loss is one step's: a window average would depend on where a
+            # killed run resumed.
+            "--config.log_summary_steps=1",
             "--config.max_checkpoints_to_keep=10",
             f"--workdir={workdir}",
             *extra,
