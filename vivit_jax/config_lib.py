@@ -33,7 +33,7 @@ from __future__ import annotations
 import ml_collections
 from absl import logging
 
-from vivit_jax.configdicts import merge_locked, unknown_key_error
+from vivit_jax.configdicts import merge_locked, require, unknown_key_error
 from vivit_jax.models import complete_model_config, default_model_config
 
 ConfigDict = ml_collections.ConfigDict
@@ -240,95 +240,90 @@ def _complete_dataset_configs(dataset_configs) -> ConfigDict:
     return resolve(dataset_configs)
 
 
-def _require(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
-
-
 def validate_config(c: ConfigDict) -> None:
     """Checks values that do not depend on the dataset; errors name the key."""
-    _require(
+    require(
         bool(c.dataset_name),
         "Set config.dataset_name, e.g. 'moving_shapes' (built-in; build it with "
         "`python -m vivit_jax.data.build --dataset=moving_shapes`), 'kinetics400' or "
         "'video_tfrecord_dataset' (DMVR records, as in Scenic's configs).",
     )
-    _require(
+    require(
         c.model_name in MODEL_NAMES,
         f"config.model_name={c.model_name!r} is not one of {MODEL_NAMES}.",
     )
     if c.model_name == MULTIHEAD:
-        _require(
+        require(
             c.dataset_configs.class_splits is not None,
             "config.model_name='vivit_multihead_classification' needs "
             "dataset_configs.class_splits (the head sizes, e.g. [300, 97] for EPIC-Kitchens "
             "nouns and verbs).",
         )
-        _require(
+        require(
             bool(c.dataset_configs.multi_label),
             "config.model_name='vivit_multihead_classification' reads one label per head as a "
             "multi-hot vector over the concatenated heads: set dataset_configs.multi_label=True "
             "(records hold e.g. [noun, 300 + verb] in clip/label/index).",
         )
-    _require(
+    require(
         isinstance(c.multicrop_clips_per_device, int) and c.multicrop_clips_per_device > 0,
         f"config.multicrop_clips_per_device must be a positive integer, got "
         f"{c.multicrop_clips_per_device!r}.",
     )
-    _require(
+    require(
         c.optimizer in OPTIMIZERS, f"config.optimizer={c.optimizer!r} is not one of {OPTIMIZERS}."
     )
-    _require(
+    require(
         c.lr_configs.learning_rate_schedule == "compound",
         f"config.lr_configs.learning_rate_schedule={c.lr_configs.learning_rate_schedule!r}: only "
         "'compound' exists (as in Scenic).",
     )
     for factor in (f.strip() for f in c.lr_configs.factors.split("*")):
-        _require(
+        require(
             factor in LR_FACTORS,
             f"config.lr_configs.factors={c.lr_configs.factors!r}: unknown factor {factor!r}; "
             f"known: {LR_FACTORS}.",
         )
     for key in ("batch_size", "grad_accum_steps", "max_checkpoints_to_keep"):
-        _require(
+        require(
             isinstance(c[key], int) and c[key] > 0,
             f"config.{key} must be a positive integer, got {c[key]!r}.",
         )
-    _require(
+    require(
         c.batch_size % c.grad_accum_steps == 0,
         f"config.batch_size={c.batch_size} is not divisible by config.grad_accum_steps="
         f"{c.grad_accum_steps}.",
     )
-    _require(
+    require(
         c.num_training_steps is not None or c.num_training_epochs is not None,
         "Set config.num_training_steps or config.num_training_epochs.",
     )
-    _require(
+    require(
         not c.explicit_weight_decay,
         "config.explicit_weight_decay is not supported; use optimizer='adamw' with "
         "optimizer_configs.weight_decay (decoupled, scaled by the learning rate) instead.",
     )
-    _require(
+    require(
         c.sam_rho is None, "config.sam_rho (SAM) is not supported; remove it or set it to None."
     )
-    _require(
+    require(
         c.mixup.alpha is None or c.mixup.alpha >= 0.0,
         f"config.mixup.alpha must be >= 0, got {c.mixup.alpha!r}.",
     )
-    _require(
+    require(
         c.label_smoothing is None or 0.0 <= c.label_smoothing < 1.0,
         f"config.label_smoothing must be in [0, 1), got {c.label_smoothing!r}.",
     )
     _validate_ranges(c)
-    _require(
+    require(
         isinstance(c.sharding.model_axis_size, int) and c.sharding.model_axis_size > 0,
         f"config.sharding.model_axis_size must be a positive integer, got {c.sharding.model_axis_size!r}.",
     )
     for key in ("log_eval_steps", "log_summary_steps", "checkpoint_steps"):
-        _require(
+        require(
             c[key] is None or c[key] > 0, f"config.{key} must be positive or None, got {c[key]!r}."
         )
-    _require(
+    require(
         c.model_dtype_str in ("float32", "bfloat16", "float16"),
         f"config.model_dtype_str={c.model_dtype_str!r} is not one of float32, bfloat16, float16.",
     )
@@ -357,7 +352,7 @@ def _validate_ranges(c: ConfigDict) -> None:
     for key, value, ok, want in checks:
         if value is None:
             continue
-        _require(
+        require(
             isinstance(value, (int, float)) and not isinstance(value, bool) and ok(value),
             f"config.{key} must be {want}, got {value!r}.",
         )
@@ -374,5 +369,5 @@ def training_steps(config: ConfigDict, num_train_examples: int) -> tuple[int, in
         total = int(config.num_training_steps)
     else:
         total = int(config.num_training_epochs * steps_per_epoch)
-    _require(total > 0, f"The run has {total} training steps; check config.num_training_*.")
+    require(total > 0, f"The run has {total} training steps; check config.num_training_*.")
     return total, steps_per_epoch

@@ -11,6 +11,12 @@ import difflib
 import ml_collections
 
 
+def require(cond: bool, msg: str) -> None:
+    """Raises `ValueError(msg)` unless `cond`: the form of every config value check."""
+    if not cond:
+        raise ValueError(msg)
+
+
 def unknown_key_error(path: str, key: str, known) -> ValueError:
     """The error for `path.key` not being a known key, with a did-you-mean hint."""
     near = difflib.get_close_matches(key, list(known), n=1)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
-from vivit_jax.configdicts import merge_locked
+from vivit_jax.configdicts import merge_locked, require
 
 VARIANTS = (
     "spacetime",
@@ -77,20 +77,15 @@ def complete_model_config(model_config) -> ml_collections.ConfigDict:
     return full
 
 
-def _require(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
-
-
 def validate_model_config(c: ml_collections.ConfigDict) -> None:
     """Checks values that do not depend on the input shape; errors name the key."""
     att = c.attention_config.type
-    _require(att in VARIANTS, f"model.attention_config.type={att!r} is not one of {VARIANTS}.")
-    _require(
+    require(att in VARIANTS, f"model.attention_config.type={att!r} is not one of {VARIANTS}.")
+    require(
         c.classifier in CLASSIFIERS,
         f"model.classifier={c.classifier!r} is not one of {CLASSIFIERS}.",
     )
-    _require(
+    require(
         not (att in FACTORISED_ATTENTION and c.classifier == "token"),
         f"model.classifier='token' is not supported by model.attention_config.type={att!r} "
         "(there is no single sequence to prepend a CLS token to); use 'gap'.",
@@ -104,41 +99,41 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
         stacks = {"model": c}
     for name, s in stacks.items():
         for key in ("num_layers", "num_heads", "mlp_dim"):
-            _require(
+            require(
                 isinstance(s[key], int) and s[key] > 0,
                 f"{name}.{key} must be a positive integer, got {s[key]!r}.",
             )
-        _require(
+        require(
             c.hidden_size % s.num_heads == 0,
             f"model.hidden_size={c.hidden_size} is not divisible by {name}.num_heads="
             f"{s.num_heads}.",
         )
-    _require(
+    require(
         isinstance(c.hidden_size, int) and c.hidden_size > 0,
         f"model.hidden_size must be a positive integer, got {c.hidden_size!r}.",
     )
     if att == "factorized_dot_product_attention":
-        _require(
+        require(
             c.num_heads % 2 == 0,
             f"model.num_heads={c.num_heads} must be even for factorized_dot_product_attention "
             "(half the heads attend over time, half over space).",
         )
     for key in ("dropout_rate", "attention_dropout_rate", "stochastic_droplayer_rate"):
-        _require(0.0 <= c[key] < 1.0, f"model.{key}={c[key]!r} must be in [0, 1).")
+        require(0.0 <= c[key] < 1.0, f"model.{key}={c[key]!r} must be in [0, 1).")
     method = c.temporal_encoding_config.method
     size = tuple(c.patches.size)
     if method == "3d_conv":
-        _require(
+        require(
             len(size) == 3 and all(isinstance(s, int) and s > 0 for s in size),
             f"model.patches.size={size} must be (h, w, t) positive integers for tubelets.",
         )
     elif method == "temporal_sampling":
-        _require(
+        require(
             len(size) in (2, 3) and all(isinstance(s, int) and s > 0 for s in size),
             f"model.patches.size={size} must be (h, w) positive integers.",
         )
         n = c.temporal_encoding_config.n_sampled_frames
-        _require(
+        require(
             isinstance(n, int) and n > 0,
             "model.temporal_encoding_config.n_sampled_frames must be a positive integer for "
             f"method='temporal_sampling', got {n!r}.",
@@ -149,7 +144,7 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
             "('3d_conv', 'temporal_sampling')."
         )
     if c.representation_size is not None:
-        _require(
+        require(
             c.representation_size > 0,
             f"model.representation_size must be positive or None, got {c.representation_size}.",
         )
@@ -159,21 +154,21 @@ def validate_input_shape(c: ml_collections.ConfigDict, input_shape: Sequence[int
     """Checks that videos of `input_shape` = (T, H, W, C) tokenise exactly under `c`."""
     t, h, w = input_shape[:3]
     fh, fw = tuple(c.patches.size)[:2]
-    _require(
+    require(
         h % fh == 0 and w % fw == 0,
         f"The crop size {h}x{w} (dataset_configs.crop_size) is not divisible by the patch size "
         f"{fh}x{fw} (model.patches.size).",
     )
     if c.temporal_encoding_config.method == "3d_conv":
         ft = tuple(c.patches.size)[2]
-        _require(
+        require(
             t % ft == 0,
             f"{t} frames (dataset_configs.num_frames) are not divisible by the tubelet's temporal "
             f"size t={ft} (model.patches.size[2]).",
         )
     else:
         n = c.temporal_encoding_config.n_sampled_frames
-        _require(
+        require(
             n <= t,
             f"model.temporal_encoding_config.n_sampled_frames={n} exceeds the {t} input frames "
             "(dataset_configs.num_frames).",
