@@ -34,7 +34,7 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from vivit_jax import config_lib, eval_results, evaluate, losses
+from vivit_jax import config_lib, eval_results, evaluate, losses, xla_cpu
 
 
 def _define_flags() -> flags.FlagValues:
@@ -161,7 +161,8 @@ class Predictor:
         self.config = config
         self.class_names = self._names(class_names or ckpt.class_names)
         self._step = jax.jit(
-            functools.partial(evaluate.multiview_step, model=self.model, config=config)
+            functools.partial(evaluate.multiview_step, model=self.model, config=config),
+            compiler_options=xla_cpu.compiler_options(),
         )
 
     def _names(self, names) -> list[str]:
