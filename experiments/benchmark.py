@@ -19,6 +19,7 @@ TensorFlow.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -34,7 +35,7 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vivit_jax import steps, xla_cpu  # noqa: E402
+from vivit_jax import cpu_tuning, sharding, steps  # noqa: E402
 from vivit_jax.models import SIZES, create_model  # noqa: E402
 from vivit_jax.tools.summary import count_params  # noqa: E402
 
@@ -80,7 +81,7 @@ def model_config(variant: str, hidden, layers, heads, mlp, attention, remat, cla
 def matmul_peak_flops(dtype=jnp.float32, n: int = 2048, repeats: int = 5) -> dict[str, float]:
     """Best observed FLOP/s (2 per multiply-add) of an n x n matmul, per set of compiler options.
 
-    On a CPU the matmul is compiled twice: with vivit_jax's options (`vivit_jax.xla_cpu`: Eigen
+    On a CPU the matmul is compiled twice: with vivit_jax's options (`vivit_jax.cpu_tuning`: Eigen
     dots, faster on ViViT's shapes) and with jaxlib's defaults (YNNPACK dots, faster on this
     square matmul); the device's peak is the larger of the two.
     """
@@ -101,7 +102,7 @@ def matmul_peak_flops(dtype=jnp.float32, n: int = 2048, repeats: int = 5) -> dic
 
 def _option_sets(which: str) -> dict[str, dict | None]:
     """Compiler-option sets to compare, by label: vivit_jax's CPU options and/or jaxlib's."""
-    ours = xla_cpu.compiler_options()
+    ours = cpu_tuning.compiler_options()
     sets = {"vivit_jax": ours}
     if which == "both" and ours:
         sets["vivit_jax[jaxlib defaults]"] = None
@@ -111,9 +112,16 @@ def _option_sets(which: str) -> dict[str, dict | None]:
 
 
 class JaxRunner:
-    """vivit_jax: the project's own `steps.train_step` (AdamW) and a jitted forward."""
+    """vivit_jax: the project's own `steps.train_step` (AdamW) and a jitted forward.
 
-    def __init__(self, cfg, num_classes, shape, dtype, name="vivit_jax", compiler_options=None):
+    With `devices` > 1 the batch is split over that many devices (data parallel, parameters and
+    optimiser state replicated), as `train.py` does on a mesh; on a CPU these are XLA host
+    devices (`--xla_force_host_platform_device_count`), one execution thread each.
+    """
+
+    def __init__(
+        self, cfg, num_classes, shape, dtype, name="vivit_jax", compiler_options=None, devices=1
+    ):
         self.name = name
         self.model = create_model(cfg, num_classes, dtype=dtype)
         rng = np.random.default_rng(0)
@@ -131,17 +139,32 @@ class JaxRunner:
         self.state = steps.TrainState(
             step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params)
         )
+        self.rng = jax.random.key(1)
         loss_cfg = steps.LossConfig(num_classes=num_classes)
         step = functools.partial(
             steps.train_step, model=self.model, tx=tx, schedule=schedule, loss_config=loss_cfg
         )
+        forward = lambda p, v: self.model.apply({"params": p}, v, train=False)  # noqa: E731
+        # Whole-batch FLOPs, from the unpartitioned program.
+        self.train_flops = _flops(jax.jit(step).lower(self.state, self.batch, self.rng))
+        self.infer_flops = _flops(jax.jit(forward).lower(params, self.x))
         opts = dict(compiler_options=compiler_options)
+        if devices > 1:
+            mesh = sharding.create_mesh(1, jax.devices()[:devices])
+            data, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+            self.x, self.batch = jax.device_put((self.x, self.batch), data)
+            self.state, self.rng = jax.device_put((self.state, self.rng), repl)
+            loss_cfg = dataclasses.replace(
+                loss_cfg, batch_sharding=sharding.compute_batch_sharding(mesh)
+            )
+            step = functools.partial(step, loss_config=loss_cfg)
+            self.infer = jax.jit(forward, in_shardings=(repl, data), **opts)
+            opts.update(in_shardings=(repl, data, repl), out_shardings=(repl, repl))
+        else:
+            self.infer = jax.jit(forward, **opts)
         self.train = jax.jit(step, donate_argnums=0, **opts)
-        self.infer = jax.jit(lambda p, v: self.model.apply({"params": p}, v, train=False), **opts)
-        self.rng = jax.random.key(1)
-        compiled = self.train.lower(self.state, self.batch, self.rng).compile()
-        self.train_flops = _flops(compiled)
-        self.infer_flops = _flops(self.infer.lower(params, self.x).compile())
+        self.train.lower(self.state, self.batch, self.rng).compile()
+        self.infer.lower(self.state.params, self.x).compile()
 
     def train_step(self):
         self.state, metrics = self.train(self.state, self.batch, self.rng)
@@ -151,8 +174,9 @@ class JaxRunner:
         self.infer(self.state.params, self.x).block_until_ready()
 
 
-def _flops(compiled) -> float:
-    analysis = compiled.cost_analysis()
+def _flops(stage) -> float:
+    """FLOPs of a lowered (or compiled) program by XLA's cost analysis."""
+    analysis = stage.cost_analysis()
     if isinstance(analysis, list):  # older JAX returns one dict per device
         analysis = analysis[0]
     return float(analysis.get("flops", 0.0)) if analysis else 0.0
@@ -212,8 +236,14 @@ def _time(fn, n: int) -> float:
     return (time.perf_counter() - t) / n
 
 
-def measure(runners, mode: str, repeats: int, steps_per_repeat: int, warmup: int):
-    """Per runner: the seconds per step of every repeat, alternating runners within repeats."""
+def measure(runners, mode: str, repeats: int, steps_per_repeat: int, warmup: int, settle=0.5):
+    """Per runner: the seconds per step of every repeat, alternating runners within repeats.
+
+    Each timed block starts after `settle` idle seconds: both frameworks' worker threads keep
+    spinning for a while after their work (OpenMP's and Eigen's wait policies), and without
+    the pause that spinning is charged to whichever runner comes next (measured here: the
+    (b) training step's median doubled, its minimum did not move).
+    """
     for r in runners:
         for _ in range(warmup):
             getattr(r, f"{mode}_step")()
@@ -221,6 +251,7 @@ def measure(runners, mode: str, repeats: int, steps_per_repeat: int, warmup: int
     for i in range(repeats):
         order = runners if i % 2 == 0 else runners[::-1]
         for r in order:
+            time.sleep(settle)
             times[r.name].append(_time(getattr(r, f"{mode}_step"), steps_per_repeat))
     return times
 
@@ -243,7 +274,16 @@ def run_case(name, p, args, peak):
         p.get("classifier", "token"),
     )
     jax_runners = [
-        JaxRunner(cfg, p["classes"], shape, args.dtype, name=label, compiler_options=options)
+        JaxRunner(
+            cfg,
+            p["classes"],
+            shape,
+            args.dtype,
+            name=label + ("" if n == 1 else f" x{n} devices"),
+            compiler_options=options,
+            devices=n,
+        )
+        for n in args.devices
         for label, options in _option_sets(args.xla_cpu_options).items()
     ]
     runners = list(jax_runners)
@@ -325,6 +365,11 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--train-only", action="store_true")
     ap.add_argument(
+        "--devices",
+        default="1",
+        help="comma-separated device counts to run data parallel, e.g. 1,2 (CPU: host devices)",
+    )
+    ap.add_argument(
         "--xla-cpu-options",
         default="vivit_jax",
         choices=["vivit_jax", "jaxlib", "both"],
@@ -332,7 +377,17 @@ def main():
     )
     ap.add_argument("--json", default="")
     args = ap.parse_args()
+    args.devices = [int(n) for n in args.devices.split(",")]
+    if max(args.devices) > 1 and "xla_force_host_platform_device_count" not in os.environ.get(
+        "XLA_FLAGS", ""
+    ):
+        # Host (CPU) devices must be requested before JAX starts its backend; GPU/TPU ignore it.
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "")
+            + f" --xla_force_host_platform_device_count={max(args.devices)}"
+        ).strip()
 
+    print(f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}", flush=True)
     peaks = matmul_peak_flops(jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
     peak = max(peaks.values())
     for where, value in peaks.items():
@@ -371,6 +426,7 @@ def main():
                     matmul_peak_flops=peak,
                     matmul_peaks=peaks,
                     xla_flags=os.environ.get("XLA_FLAGS", ""),
+                    glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
                     rows=rows,
                 ),
                 f,

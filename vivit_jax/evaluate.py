@@ -57,7 +57,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from vivit_jax import checkpointing, config_lib, eval_results, losses, sharding, xla_cpu
+from vivit_jax import checkpointing, config_lib, cpu_tuning, eval_results, losses, sharding
 from vivit_jax.metrics import top_k_correct
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +276,7 @@ def compile_multiview_step(exp):
         functools.partial(multiview_step, model=exp.model, config=exp.config),
         in_shardings=(exp.state_shardings.params, sharding.batch_sharding(exp.mesh)),
         out_shardings=sharding.replicated(exp.mesh),
-        compiler_options=xla_cpu.compiler_options(),
+        compiler_options=cpu_tuning.compiler_options(),
     )
 
 

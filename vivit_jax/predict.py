@@ -34,7 +34,7 @@ import numpy as np
 from absl import flags, logging
 from ml_collections import config_flags
 
-from vivit_jax import config_lib, eval_results, evaluate, losses, xla_cpu
+from vivit_jax import config_lib, cpu_tuning, eval_results, evaluate, losses
 
 
 def _define_flags() -> flags.FlagValues:
@@ -162,7 +162,7 @@ class Predictor:
         self.class_names = self._names(class_names or ckpt.class_names)
         self._step = jax.jit(
             functools.partial(evaluate.multiview_step, model=self.model, config=config),
-            compiler_options=xla_cpu.compiler_options(),
+            compiler_options=cpu_tuning.compiler_options(),
         )
 
     def _names(self, names) -> list[str]:

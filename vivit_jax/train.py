@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from vivit_jax import checkpointing, config_lib, optim, sharding, steps, xla_cpu
+from vivit_jax import checkpointing, config_lib, cpu_tuning, optim, sharding, steps
 from vivit_jax.metrics import summarize
 from vivit_jax.models import create_model, validate_input_shape
 
@@ -295,13 +295,13 @@ def compile_steps(exp: Experiment):
         in_shardings=(exp.state_shardings, data, repl),
         out_shardings=(exp.state_shardings, repl),
         donate_argnums=0,
-        compiler_options=xla_cpu.compiler_options(),
+        compiler_options=cpu_tuning.compiler_options(),
     )
     eval_fn = jax.jit(
         functools.partial(steps.eval_step, model=exp.model, loss_config=loss_config),
         in_shardings=(exp.state_shardings, data),
         out_shardings=repl,
-        compiler_options=xla_cpu.compiler_options(),
+        compiler_options=cpu_tuning.compiler_options(),
     )
     return train_fn, eval_fn
 
