@@ -351,6 +351,7 @@ def main():
     ap.add_argument("--preset", default="", help="comma-separated presets: a, b, c")
     ap.add_argument("--variant", default="spacetime")
     ap.add_argument("--size", default="B", choices=sorted(SIZES))
+    ap.add_argument("--layers", type=int, default=0, help="override the size's number of layers")
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--batch", type=int, default=8)
@@ -405,7 +406,7 @@ def main():
                     frames=args.frames,
                     resolution=args.resolution,
                     hidden=s["hidden_size"],
-                    layers=s["num_layers"],
+                    layers=args.layers or s["num_layers"],
                     heads=s["num_heads"],
                     mlp=s["mlp_dim"],
                     classes=args.classes,

@@ -1,0 +1,56 @@
+"""`experiments/benchmark.py` runs end to end on a tiny model and writes its JSON."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_benchmark_writes_every_runner_and_mode(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "experiments", "benchmark.py"),
+        "--size=Ti",
+        "--layers=1",
+        "--frames=4",
+        "--resolution=32",
+        "--batch=2",
+        "--classes=5",
+        "--repeats=1",
+        "--steps=1",
+        "--warmup=0",
+        "--devices=1,2",
+        "--xla-cpu-options=both",
+        f"--json={out}",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["matmul_peaks"]) == {"vivit_jax", "vivit_jax[jaxlib defaults]"}
+    assert report["matmul_peak_flops"] == max(report["matmul_peaks"].values()) > 0
+    (row,) = report["rows"]
+    runners = {
+        "vivit_jax",
+        "vivit_jax[jaxlib defaults]",
+        "vivit_jax x2 devices",
+        "vivit_jax[jaxlib defaults] x2 devices",
+    }
+    for mode in ("train", "infer"):
+        assert set(row[mode]) == runners
+        for m in row[mode].values():
+            assert m["step_s"] > 0 and m["min_step_s"] <= m["step_s"]
+            assert 0 < m["fraction_of_matmul_peak"] < 10
+    assert "train" in proc.stdout and "x2 devices" in proc.stdout
+
+
+def test_benchmark_imports_without_tensorflow():
+    """GPU machines may have JAX but no TensorFlow: the benchmark must not import it."""
+    code = (
+        f"import sys; sys.path.insert(0, {os.path.join(ROOT, 'experiments')!r}); "
+        "import benchmark; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
