@@ -237,10 +237,11 @@ def _time(fn, n: int) -> float:
 def measure(runners, mode: str, repeats: int, steps_per_repeat: int, warmup: int, settle=0.5):
     """Per runner: the seconds per step of every repeat, alternating runners within repeats.
 
-    Each timed block starts after `settle` idle seconds: both frameworks' worker threads keep
-    spinning for a while after their work (OpenMP's and Eigen's wait policies), and without
-    the pause that spinning is charged to whichever runner comes next (measured here: the
-    (b) training step's median doubled, its minimum did not move).
+    Each timed block starts after `settle` idle seconds, a precaution: both frameworks' worker
+    threads may keep spinning for a while after their work (OpenMP's and Eigen's wait
+    policies), which would be charged to whichever runner comes next. (Not shown to matter
+    here: the bimodal step times once seen in this benchmark came from glibc's huge-page
+    tunable, see experiments/README.md.)
     """
     for r in runners:
         for _ in range(warmup):
