@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import statistics
@@ -120,7 +121,15 @@ class JaxRunner:
     """
 
     def __init__(
-        self, cfg, num_classes, shape, dtype, name="vivit_jax", compiler_options=None, devices=1
+        self,
+        cfg,
+        num_classes,
+        shape,
+        dtype,
+        name="vivit_jax",
+        compiler_options=None,
+        devices=1,
+        count_flops=True,
     ):
         self.name = name
         self.model = create_model(cfg, num_classes, dtype=dtype)
@@ -145,9 +154,14 @@ class JaxRunner:
             steps.train_step, model=self.model, tx=tx, schedule=schedule, loss_config=loss_cfg
         )
         forward = lambda p, v: self.model.apply({"params": p}, v, train=False)  # noqa: E731
-        # Whole-batch FLOPs, from the unpartitioned program.
-        self.train_flops = _flops(jax.jit(step).lower(self.state, self.batch, self.rng))
-        self.infer_flops = _flops(jax.jit(forward).lower(params, self.x))
+        # Whole-batch FLOPs from the unpartitioned programs (the same for every runner of a case,
+        # so only one of them needs to lower them).
+        self.flops = None
+        if count_flops:
+            self.flops = dict(
+                train=_flops(jax.jit(step).lower(self.state, self.batch, self.rng)),
+                infer=_flops(jax.jit(forward).lower(params, self.x)),
+            )
         opts = dict(compiler_options=compiler_options)
         if devices > 1:
             mesh = sharding.create_mesh(1, jax.devices()[:devices])
@@ -281,10 +295,13 @@ def run_case(name, p, args, peak):
             name=label + ("" if n == 1 else f" x{n} devices"),
             compiler_options=options,
             devices=n,
+            count_flops=i == 0,
         )
-        for n in args.devices
-        for label, options in _option_sets(args.xla_cpu_options).items()
+        for i, (n, (label, options)) in enumerate(
+            itertools.product(args.devices, _option_sets(args.xla_cpu_options).items())
+        )
     ]
+    flops = jax_runners[0].flops
     runners = list(jax_runners)
     if args.peer:
         runners.append(TorchRunner(p, shape))
@@ -304,14 +321,13 @@ def run_case(name, p, args, peak):
         row[mode] = {}
         for r in jax_runners:
             sec = statistics.median(times[r.name])
-            flops = r.train_flops if mode == "train" else r.infer_flops
             m = row[mode][r.name] = dict(
                 step_s=sec,
                 min_step_s=min(times[r.name]),
                 repeats_s=times[r.name],
                 clips_per_s=shape[0] / sec,
-                tflops_per_s=flops / sec / 1e12,
-                fraction_of_matmul_peak=flops / sec / peak,
+                tflops_per_s=flops[mode] / sec / 1e12,
+                fraction_of_matmul_peak=flops[mode] / sec / peak,
             )
             if args.peer:
                 peer = times[TorchRunner.name]
