@@ -6,14 +6,18 @@ Examples:
     # (needs `pip install torch==2.13.0 transformers` in this environment):
     python experiments/benchmark.py --preset=a,b,c --peer --json=/tmp/bench.json
 
-    # Any variant / size on whatever device JAX sees (e.g. a GPU), bf16, remat, fused attention:
+    # Any variant / size on whatever device JAX sees (e.g. a GPU), bf16, both attention
+    # implementations side by side:
     python experiments/benchmark.py --variant=factorized_encoder --size=B --frames=32 \
-        --resolution=224 --batch=8 --dtype=bfloat16 --remat --attention=fused
+        --resolution=224 --batch=8 --dtype=bfloat16 --attention=einsum,fused
 
 Reports clips/s, step time, peak memory (GPU) and achieved FLOP/s as a fraction of the device's
-float32 (or bf16) matrix-multiply peak, measured in the same run. Runs alternate between the two
-frameworks, several repeats, and report medians; nothing here asserts on time. Does not import
-TensorFlow.
+float32 (or bf16) matrix-multiply peak, measured in the same run, and as model FLOPs utilisation
+(MFU) against the device's datasheet peak where it is known (`--peak-tflops` to give one).
+FLOPs are model FLOPs: XLA's count of the einsum-attention, no-remat program (a cuDNN custom
+call counts as zero FLOPs in XLA's cost analysis, and remat's recomputation is not model work).
+Runs alternate between runners (and frameworks), several repeats, and report medians; nothing
+here asserts on time. Does not import TensorFlow.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vivit_jax import cpu_tuning, sharding, steps  # noqa: E402
 from vivit_jax.models import SIZES, create_model  # noqa: E402
+from vivit_jax.models.layers import ATTENTION_IMPLEMENTATIONS  # noqa: E402
 from vivit_jax.tools.summary import count_params  # noqa: E402
 
 # Issue #8's CPU comparison configs: Model 1, token classifier, 2x16x16 tubelets, float32.
@@ -58,7 +63,9 @@ PRESETS = {
 }
 
 
-def model_config(variant: str, hidden, layers, heads, mlp, attention, remat, classifier):
+def model_config(
+    variant: str, hidden, layers, heads, mlp, attention="einsum", remat=False, classifier="token"
+):
     c = dict(
         attention_config=dict(type=variant),
         hidden_size=hidden,
@@ -79,14 +86,48 @@ def model_config(variant: str, hidden, layers, heads, mlp, attention, remat, cla
     return ml_collections.ConfigDict(c)
 
 
-def matmul_peak_flops(dtype=jnp.float32, n: int = 2048, repeats: int = 5) -> dict[str, float]:
+# Dense (no sparsity) matrix-multiply peaks by the vendors' datasheets, TFLOP/s, keyed by a
+# substring of `device.device_kind`. Only parts whose kind string names one product.
+DATASHEET_PEAK_TFLOPS = {
+    "bfloat16": {"H100 80GB HBM3": 989.4, "H200": 989.4, "A100": 312.0},
+    "float32": {"H100 80GB HBM3": 66.9, "H200": 66.9, "A100": 19.5},
+}
+
+
+def model_flops_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The config whose program XLA's cost analysis counts as model FLOPs for `cfg`.
+
+    Einsum attention (XLA counts a cuDNN custom call as 0 FLOPs) and no remat (recomputation
+    is not model work); otherwise the same model.
+    """
+    return ml_collections.ConfigDict(
+        dict(cfg.to_dict(), attention_implementation="einsum", remat=False)
+    )
+
+
+def datasheet_peak_flops(dtype: str, device=None) -> float | None:
+    """The device's datasheet matmul peak in FLOP/s for `dtype`, or None if not in the table."""
+    kind = (device or jax.devices()[0]).device_kind
+    for name, tflops in DATASHEET_PEAK_TFLOPS.get(dtype, {}).items():
+        if name in kind:
+            return tflops * 1e12
+    return None
+
+
+def matmul_peak_flops(
+    dtype=jnp.float32, n: int | None = None, repeats: int = 5
+) -> dict[str, float]:
     """Best observed FLOP/s (2 per multiply-add) of an n x n matmul, per set of compiler options.
+
+    n defaults to 2048 on a CPU and 8192 on an accelerator (a 2048^2 product is too short there
+    to reach the peak).
 
     On a CPU the matmul is compiled twice: with vivit_jax's options (`vivit_jax.cpu_tuning`: Eigen
     dots, faster on ViViT's shapes) and with jaxlib's defaults (YNNPACK dots, faster on this
     square matmul); the device's peak is the larger of the two.
     """
-    a = jnp.ones((n, n), dtype)
+    n = n or (2048 if jax.default_backend() == "cpu" else 8192)
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)  # random data: GPUs clock lower on it
     lowered = jax.jit(lambda x: x @ x).lower(a)
     found = {}
     for label, options in _option_sets("both").items():
@@ -150,17 +191,19 @@ class JaxRunner:
         )
         self.rng = jax.random.key(1)
         loss_cfg = steps.LossConfig(num_classes=num_classes)
-        step = functools.partial(
-            steps.train_step, model=self.model, tx=tx, schedule=schedule, loss_config=loss_cfg
-        )
+        train_fn = functools.partial(steps.train_step, tx=tx, schedule=schedule)
+        step = functools.partial(train_fn, model=self.model, loss_config=loss_cfg)
         forward = lambda p, v: self.model.apply({"params": p}, v, train=False)  # noqa: E731
-        # Whole-batch FLOPs from the unpartitioned programs (the same for every runner of a case,
-        # so only one of them needs to lower them).
+        # Model FLOPs (`model_flops_config`) of the whole batch, from the unpartitioned programs;
+        # the same for every runner of a case, so only one of them lowers them.
         self.flops = None
         if count_flops:
+            counted = create_model(model_flops_config(cfg), num_classes, dtype=dtype)
+            count_step = functools.partial(train_fn, model=counted, loss_config=loss_cfg)
+            count_fwd = lambda p, v: counted.apply({"params": p}, v, train=False)  # noqa: E731
             self.flops = dict(
-                train=_flops(jax.jit(step).lower(self.state, self.batch, self.rng)),
-                infer=_flops(jax.jit(forward).lower(params, self.x)),
+                train=_flops(jax.jit(count_step).lower(self.state, self.batch, self.rng)),
+                infer=_flops(jax.jit(count_fwd).lower(params, self.x)),
             )
         opts = dict(compiler_options=compiler_options)
         if devices > 1:
@@ -276,31 +319,34 @@ def peak_memory_bytes() -> int | None:
 
 def run_case(name, p, args, peak):
     shape = (p["batch"], p["frames"], p["resolution"], p["resolution"], 3)
-    cfg = model_config(
-        p.get("variant", "spacetime"),
-        p["hidden"],
-        p["layers"],
-        p["heads"],
-        p["mlp"],
-        args.attention,
-        args.remat,
-        p.get("classifier", "token"),
-    )
-    jax_runners = [
-        JaxRunner(
-            cfg,
-            p["classes"],
-            shape,
-            args.dtype,
-            name=label + ("" if n == 1 else f" x{n} devices"),
-            compiler_options=options,
-            devices=n,
-            count_flops=i == 0,
+    jax_runners = []
+    for n, attention, (label, options) in itertools.product(
+        args.devices, args.attention, _option_sets(args.xla_cpu_options).items()
+    ):
+        cfg = model_config(
+            p.get("variant", "spacetime"),
+            p["hidden"],
+            p["layers"],
+            p["heads"],
+            p["mlp"],
+            attention,
+            args.remat,
+            p.get("classifier", "token"),
         )
-        for i, (n, (label, options)) in enumerate(
-            itertools.product(args.devices, _option_sets(args.xla_cpu_options).items())
+        if len(args.attention) > 1:
+            label += f" {attention}"
+        jax_runners.append(
+            JaxRunner(
+                cfg,
+                p["classes"],
+                shape,
+                args.dtype,
+                name=label + ("" if n == 1 else f" x{n} devices"),
+                compiler_options=options,
+                devices=n,
+                count_flops=not jax_runners,
+            )
         )
-    ]
     flops = jax_runners[0].flops
     runners = list(jax_runners)
     if args.peer:
@@ -329,6 +375,8 @@ def run_case(name, p, args, peak):
                 tflops_per_s=flops[mode] / sec / 1e12,
                 fraction_of_matmul_peak=flops[mode] / sec / peak,
             )
+            if args.peak_flops:
+                m["mfu"] = flops[mode] / sec / args.peak_flops
             if args.peer:
                 peer = times[TorchRunner.name]
                 m.update(
@@ -341,18 +389,20 @@ def run_case(name, p, args, peak):
     return row
 
 
-def print_table(rows, peak):
-    print(f"\nmatmul peak on {jax.devices()[0]}: {peak / 1e9:.1f} GFLOP/s")
-    head = f"{'case':<8}{'mode':<7}{'runner':<28}{'step ms':>9}{'min ms':>9}{'clips/s':>9}"
-    head += f"{'GFLOP/s':>9}{'% peak':>7}{'peer ms':>9}{'speedup':>9}"
+def print_table(rows, peak, datasheet_peak=None):
+    print(f"\nmatmul peak on {jax.devices()[0]}: {peak / 1e9:.1f} GFLOP/s measured", end="")
+    print(f", {datasheet_peak / 1e12:.1f} TFLOP/s datasheet (MFU)" if datasheet_peak else "")
+    head = f"{'case':<14}{'mode':<7}{'runner':<28}{'step ms':>9}{'min ms':>9}{'clips/s':>9}"
+    head += f"{'GFLOP/s':>9}{'% peak':>7}{'MFU':>6}{'peer ms':>9}{'speedup':>9}"
     print(head)
     for r in rows:
         for mode in ("train", "infer"):
             for runner, m in r.get(mode, {}).items():
                 line = (
-                    f"{r['case']:<8}{mode:<7}{runner:<28}{m['step_s'] * 1e3:>9.1f}"
+                    f"{r['case']:<14}{mode:<7}{runner:<28}{m['step_s'] * 1e3:>9.1f}"
                     f"{m['min_step_s'] * 1e3:>9.1f}{m['clips_per_s']:>9.2f}"
                     f"{m['tflops_per_s'] * 1e3:>9.1f}{100 * m['fraction_of_matmul_peak']:>6.0f}%"
+                    + (f"{100 * m['mfu']:>5.0f}%" if "mfu" in m else f"{'-':>6}")
                 )
                 if "peer_step_s" in m:
                     line += f"{m['peer_step_s'] * 1e3:>9.1f}{m['speedup_vs_peer']:>8.2f}x"
@@ -374,7 +424,17 @@ def main():
     ap.add_argument("--classifier", default="token")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--remat", action="store_true")
-    ap.add_argument("--attention", default="einsum", choices=["einsum", "fused"])
+    ap.add_argument(
+        "--attention",
+        default="einsum",
+        help="einsum, fused, or both as einsum,fused (alternating runners in one run)",
+    )
+    ap.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=0.0,
+        help="the device's matmul peak for MFU (default: DATASHEET_PEAK_TFLOPS by device kind)",
+    )
     ap.add_argument("--peer", action="store_true", help="also run transformers' ViViT (Model 1)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=3, help="steps per timed repeat")
@@ -394,6 +454,10 @@ def main():
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     args.devices = [int(n) for n in args.devices.split(",")]
+    args.attention = args.attention.split(",")
+    for a in args.attention:
+        if a not in ATTENTION_IMPLEMENTATIONS:
+            ap.error(f"--attention={a!r}: expected one of {ATTENTION_IMPLEMENTATIONS}")
     if max(args.devices) > 1 and "xla_force_host_platform_device_count" not in os.environ.get(
         "XLA_FLAGS", ""
     ):
@@ -405,6 +469,7 @@ def main():
 
     print(f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}", flush=True)
     peaks = matmul_peak_flops(jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
+    args.peak_flops = args.peak_tflops * 1e12 or datasheet_peak_flops(args.dtype)
     peak = max(peaks.values())
     for where, value in peaks.items():
         print(f"matmul peak ({where} options): {value / 1e9:.1f} GFLOP/s", flush=True)
@@ -434,13 +499,15 @@ def main():
     for name, p in cases:
         rows.append(run_case(name, p, args, peak))
         print(json.dumps(rows[-1]), flush=True)
-    print_table(rows, peak)
+    print_table(rows, peak, args.peak_flops)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
                 dict(
                     matmul_peak_flops=peak,
                     matmul_peaks=peaks,
+                    datasheet_peak_flops=args.peak_flops,
+                    device_kind=jax.devices()[0].device_kind,
                     xla_flags=os.environ.get("XLA_FLAGS", ""),
                     glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
                     rows=rows,

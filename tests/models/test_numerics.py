@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.models.helpers import TINY_INPUT, randomize, tiny_config
-from vivit_jax.models import create_model
+from vivit_jax.models import create_model, layers
 
 KINDS = [
     "spacetime",
@@ -68,6 +68,48 @@ def test_fused_attention_matches_einsum(kind):
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+def test_fused_asks_for_cudnn_only_on_a_gpu_in_16_bit(monkeypatch):
+    assert layers.fused_backend(jnp.bfloat16) == "xla"  # these tests run on the CPU
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert layers.fused_backend(jnp.bfloat16) == "cudnn"
+    assert layers.fused_backend(jnp.float16) == "cudnn"
+    assert layers.fused_backend(jnp.float32) == "xla"  # cuDNN's kernel has no float32
+
+
+def test_fused_falls_back_to_xla_when_cudnn_is_unavailable(monkeypatch, caplog):
+    # Pretend to be on a GPU: JAX's cuDNN call then raises while tracing ("cuDNN is not
+    # detected" on a CPU-only jaxlib), and `fused` must fall back to XLA's attention, warning once.
+    cfg, model, video, params = _setup("spacetime")
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(layers, "_warned_fallback", set())
+    bf16 = dict(num_classes=5, dtype="bfloat16")
+    fused = create_model(tiny_config("spacetime", "gap", attention_implementation="fused"), **bf16)
+    with caplog.at_level("WARNING"):
+        out = _forward(fused, params, video)
+    assert sum("cuDNN flash attention is unavailable" in r.message for r in caplog.records) == 1
+    np.testing.assert_allclose(out, _forward(create_model(cfg, **bf16), params, video), atol=2e-2)
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU (JAX_PLATFORMS=cuda)")
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_uses_cudnn_on_a_gpu_and_matches_einsum(kind):
+    """On a GPU in bf16, `fused` compiles to cuDNN's flash attention, forward and backward."""
+    cfg, model, video, params = _setup(kind)
+    bf16 = dict(num_classes=5, dtype="bfloat16")
+    fused = create_model(tiny_config(kind, "gap", attention_implementation="fused"), **bf16)
+    einsum = create_model(cfg, **bf16)
+    grad = lambda m: jax.jit(jax.grad(lambda p: _loss(m, p, video, False)))  # noqa: E731
+    hlo = lambda m: grad(m).lower(params).compile().as_text()  # noqa: E731
+    assert "fmha" in hlo(fused), "no cuDNN attention custom call in the compiled gradient"
+    assert "fmha" not in hlo(einsum)
+    ref = _forward(einsum, params, video)
+    np.testing.assert_allclose(
+        _forward(fused, params, video), ref, atol=0.02 * float(abs(ref).max())
+    )
+    for a, b in zip(jax.tree.leaves(grad(fused)(params)), jax.tree.leaves(grad(einsum)(params))):
+        np.testing.assert_allclose(a, b, atol=0.05 * float(jnp.abs(b).max()) + 1e-4)
 
 
 def test_dropout_and_stochastic_depth_only_in_training():

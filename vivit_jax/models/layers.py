@@ -17,12 +17,14 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
 
 # `einsum` reproduces the original's `flax.linen.dot_product_attention` numerics; `fused` calls
-# `jax.nn.dot_product_attention`, which picks cuDNN flash attention on a GPU when it can.
+# `jax.nn.dot_product_attention`: cuDNN's flash attention on an NVIDIA GPU for 16-bit inputs (it
+# never stores the [L, L] attention matrix), XLA's attention elsewhere (see `fused_attention`).
 ATTENTION_IMPLEMENTATIONS = ("einsum", "fused")
 
 
@@ -58,12 +60,47 @@ def einsum_attention(
     return jnp.einsum("...hqk,...khd->...qhd", weights, value)
 
 
+def fused_backend(dtype) -> str:
+    """The `jax.nn.dot_product_attention` implementation `fused` asks for first.
+
+    'cudnn' (flash attention) when JAX's default backend is a GPU and the compute dtype is 16-bit
+    (cuDNN's kernel takes bfloat16/float16 only); 'xla' otherwise. JAX's own default
+    (`implementation=None`) is always XLA's, which materialises the attention matrix.
+    """
+    if jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+        return "cudnn"
+    return "xla"
+
+
+_warned_fallback: set[str] = set()
+
+
 def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
-    """`jax.nn.dot_product_attention` over axis -3, for any number of leading batch axes."""
+    """`jax.nn.dot_product_attention` over axis -3, for any number of leading batch axes.
+
+    Tries cuDNN's flash attention where `fused_backend` picks it. JAX checks cuDNN's limits
+    (head dim a multiple of 8 and at most 128, or 256 on Hopper; cuDNN present) while tracing
+    and raises; then this falls back to XLA's implementation, with one warning per reason.
+    """
     q, lead = _flatten_batch(query, 3)
     k, _ = _flatten_batch(key, 3)
     v, _ = _flatten_batch(value, 3)
-    out = jax.nn.dot_product_attention(q, k, v)
+    out = None
+    if fused_backend(q.dtype) == "cudnn":
+        try:
+            out = jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+        except (NotImplementedError, RuntimeError) as e:
+            if str(e) not in _warned_fallback:
+                _warned_fallback.add(str(e))
+                logging.warning(
+                    "attention_implementation='fused': cuDNN flash attention is unavailable for "
+                    "q %s %s (%s); using XLA's attention, which stores the attention matrix.",
+                    q.shape,
+                    q.dtype,
+                    e,
+                )
+    if out is None:
+        out = jax.nn.dot_product_attention(q, k, v, implementation="xla")
     return out.reshape(lead + out.shape[-3:])
 
 

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Issue #8's GPU figures in one run, for a short lease of one GPU (bf16, 32x224^2, ViViT-B):
+#   1. the cuDNN flash-attention tests (fused == einsum, cuDNN really called),
+#   2. Model 1 training throughput / MFU, einsum vs fused attention, batch 8,
+#   3. the largest Model 1 batch that fits (fused attention), its throughput / MFU,
+#   4. how many frames Model 1 takes at batch 1 with fused attention + remat,
+#   5. the largest factorised-encoder batch that fits (fused attention), its throughput / MFU.
+# Each stage runs under a time limit and the whole under BUDGET seconds (default 540); what a
+# stage prints goes to OUTDIR/log.txt, its figures to OUTDIR/*.json.
+#
+#   bash experiments/gpu_report.sh OUTDIR
+#
+# SIZE, LAYERS, FRAMES, RES, LIMIT_GIB shrink the models for a dry run on a CPU (LIMIT_GIB is
+# needed there: a CPU reports no memory limit).
+set -u
+out=${1:?usage: bash experiments/gpu_report.sh OUTDIR}
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+budget=${BUDGET:-540}
+py=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.95}
+model=(--size="${SIZE:-B}" --layers="${LAYERS:-0}" --resolution="${RES:-224}" --dtype=bfloat16)
+frames=${FRAMES:-32}
+limits=(--run-steps=3 --max-probes=5)
+[[ -n "${LIMIT_GIB:-}" ]] && limits+=(--limit-gib="$LIMIT_GIB")
+
+stage() { # stage NAME SECONDS COMMAND...
+  local name=$1 limit=$2 left=$((budget - SECONDS))
+  shift 2
+  if ((left < 20)); then
+    echo "== $name: skipped, ${left} s of the budget left" | tee -a "$out/log.txt"
+    return
+  fi
+  ((limit > left)) && limit=$left
+  echo "== $name (limit ${limit} s, at ${SECONDS} s)" | tee -a "$out/log.txt"
+  timeout -k 5 "$limit" "$@" 2>&1 | tee -a "$out/log.txt"
+  echo "== $name: exit ${PIPESTATUS[0]} at ${SECONDS} s" | tee -a "$out/log.txt"
+}
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1
+  $py -c 'import jax, jaxlib, flax, optax; print("jax", jax.__version__, "jaxlib", jaxlib.__version__, "flax", flax.__version__, "optax", optax.__version__, jax.devices())'
+  $py -c 'from jax._src.lib import cuda_versions as c; print("cudnn", c and c.cudnn_get_version())' 2>&1
+} | tee -a "$out/log.txt"
+
+stage cudnn-tests 90 env JAX_PLATFORMS="${JAX_PLATFORMS:-cuda}" $py -m pytest -q -p no:cacheprovider \
+  tests/models/test_numerics.py -k fused
+stage m1-einsum-vs-fused 150 $py experiments/benchmark.py --variant=spacetime "${model[@]}" \
+  --frames="$frames" --batch=8 --attention=einsum,fused --train-only --repeats=3 --steps=2 \
+  --warmup=1 --json="$out/m1_batch8.json"
+stage m1-largest-batch 130 $py experiments/memory_limits.py --search=batch --variant=spacetime \
+  "${model[@]}" --frames="$frames" --attention=fused --start=16 --granularity=8 "${limits[@]}" \
+  --json="$out/m1_batch.json"
+stage m1-frames-remat 130 $py experiments/memory_limits.py --search=frames --variant=spacetime \
+  "${model[@]}" --batch=1 --attention=fused --remat --start=32 --granularity=32 --max=1024 \
+  "${limits[@]}" --run-steps=2 --json="$out/m1_frames.json"
+stage fe-largest-batch 130 $py experiments/memory_limits.py --search=batch \
+  --variant=factorized_encoder "${model[@]}" --frames="$frames" --attention=fused --start=32 \
+  --granularity=16 "${limits[@]}" --json="$out/fe_batch.json"
+echo "== done at ${SECONDS} s" | tee -a "$out/log.txt"
