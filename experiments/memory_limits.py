@@ -114,7 +114,7 @@ class Case:
         counted = create_model(
             benchmark.model_flops_config(self.cfg), self.args.classes, dtype=self.args.dtype
         )
-        return benchmark._flops(jax.jit(self._step(counted)).lower(*self.abstract_inputs(x)))
+        return benchmark.traced_flops(self._step(counted), *self.abstract_inputs(x))
 
     def run(self, compiled, x: int, steps_timed: int):
         """Runs the compiled step on real arrays; seconds of each timed step, last loss.

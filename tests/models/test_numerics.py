@@ -71,13 +71,15 @@ def test_fused_attention_matches_einsum(kind):
 
 
 def test_fused_asks_for_cudnn_only_on_a_gpu_in_16_bit(monkeypatch):
-    assert layers.fused_backend(jnp.bfloat16) == "xla"  # these tests run on the CPU
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert layers.fused_backend(jnp.bfloat16) == "xla"
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert layers.fused_backend(jnp.bfloat16) == "cudnn"
     assert layers.fused_backend(jnp.float16) == "cudnn"
     assert layers.fused_backend(jnp.float32) == "xla"  # cuDNN's kernel has no float32
 
 
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="cuDNN is there on a GPU")
 def test_fused_falls_back_to_xla_when_cudnn_is_unavailable(monkeypatch, caplog):
     # Pretend to be on a GPU: JAX's cuDNN call then raises while tracing ("cuDNN is not
     # detected" on a CPU-only jaxlib), and `fused` must fall back to XLA's attention, warning once.
@@ -94,13 +96,19 @@ def test_fused_falls_back_to_xla_when_cudnn_is_unavailable(monkeypatch, caplog):
 
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU (JAX_PLATFORMS=cuda)")
 @pytest.mark.parametrize("kind", KINDS)
-def test_fused_uses_cudnn_on_a_gpu_and_matches_einsum(kind):
-    """On a GPU in bf16, `fused` compiles to cuDNN's flash attention, forward and backward."""
-    cfg, model, video, params = _setup(kind)
+@pytest.mark.parametrize("classifier", ["gap", "token"])  # even / odd sequence lengths
+def test_fused_uses_cudnn_on_a_gpu_and_matches_einsum(kind, classifier):
+    """On a GPU in bf16, `fused` compiles to cuDNN's flash attention, forward and backward,
+    with remat too (JAX checks cuDNN's training limits only when it differentiates)."""
     bf16 = dict(num_classes=5, dtype="bfloat16")
-    fused = create_model(tiny_config(kind, "gap", attention_implementation="fused"), **bf16)
-    einsum = create_model(cfg, **bf16)
-    grad = lambda m: jax.jit(jax.grad(lambda p: _loss(m, p, video, False)))  # noqa: E731
+    einsum = create_model(tiny_config(kind, classifier), **bf16)
+    fused = create_model(
+        tiny_config(kind, classifier, attention_implementation="fused", remat=True), **bf16
+    )
+    video = jax.random.normal(jax.random.key(0), TINY_INPUT)
+    params = einsum.init(jax.random.key(1), video, train=False)["params"]
+    params = randomize(params, jax.random.key(2), scale=0.05)
+    grad = lambda m: jax.jit(jax.grad(lambda p: _loss(m, p, video, True)))  # noqa: E731
     hlo = lambda m: grad(m).lower(params).compile().as_text()  # noqa: E731
     assert "fmha" in hlo(fused), "no cuDNN attention custom call in the compiled gradient"
     assert "fmha" not in hlo(einsum)

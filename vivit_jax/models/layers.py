@@ -75,10 +75,34 @@ def fused_backend(dtype) -> str:
 _warned_fallback: set[str] = set()
 
 
+def _cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """cuDNN flash attention on `[B, L, heads, head_dim]`, any L.
+
+    JAX's cuDNN training path takes even sequence lengths only (it always passes a bias
+    operand, and cuDNN needs even lengths with a bias), and ViViT's are odd whenever there is a
+    class token (3137, 197, 17). An odd length is padded by one zero token that a padding mask
+    hides from every query; the padded query row is dropped.
+    """
+    length = q.shape[1]
+    if length % 2 == 0:
+        return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+    q, k, v = (jnp.pad(t, ((0, 0), (0, 1), (0, 0), (0, 0))) for t in (q, k, v))
+    lengths = jnp.full(q.shape[:1], length, jnp.int32)
+    out = jax.nn.dot_product_attention(
+        q,
+        k,
+        v,
+        query_seq_lengths=lengths,
+        key_value_seq_lengths=lengths,
+        implementation="cudnn",
+    )
+    return out[:, :length]
+
+
 def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
     """`jax.nn.dot_product_attention` over axis -3, for any number of leading batch axes.
 
-    Tries cuDNN's flash attention where `fused_backend` picks it. JAX checks cuDNN's limits
+    Asks for cuDNN's flash attention where `fused_backend` picks it. JAX checks cuDNN's limits
     (head dim a multiple of 8 and at most 128, or 256 on Hopper; cuDNN present) while tracing
     and raises; then this falls back to XLA's implementation, with one warning per reason.
     """
@@ -88,7 +112,7 @@ def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.A
     out = None
     if fused_backend(q.dtype) == "cudnn":
         try:
-            out = jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+            out = _cudnn_attention(q, k, v)
         except (NotImplementedError, RuntimeError) as e:
             if str(e) not in _warned_fallback:
                 _warned_fallback.add(str(e))
