@@ -79,6 +79,18 @@ def test_fused_asks_for_cudnn_only_on_a_gpu_in_16_bit(monkeypatch):
     assert layers.fused_backend(jnp.float32) == "xla"  # cuDNN's kernel has no float32
 
 
+def test_odd_lengths_padded_for_cudnn_keep_attention_and_its_gradients():
+    # The padding `fused` applies for cuDNN (odd length + 1 masked key, padded query dropped),
+    # run through XLA's implementation here: same values and gradients as unpadded attention.
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, 65, 4, 8)) for i in range(3))
+    loss = lambda fn: lambda *a: jnp.sum(jnp.sin(fn(*a)))  # noqa: E731
+    padded = lambda *a: layers.even_length_attention(*a, implementation="xla")  # noqa: E731
+    grads = lambda fn: jax.grad(loss(fn), argnums=(0, 1, 2))(q, k, v)  # noqa: E731
+    np.testing.assert_allclose(padded(q, k, v), jax.nn.dot_product_attention(q, k, v), atol=1e-6)
+    for a, b in zip(grads(padded), grads(jax.nn.dot_product_attention)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="cuDNN is there on a GPU")
 def test_fused_falls_back_to_xla_when_cudnn_is_unavailable(monkeypatch, caplog):
     # Pretend to be on a GPU: JAX's cuDNN call then raises while tracing ("cuDNN is not

@@ -75,26 +75,27 @@ def fused_backend(dtype) -> str:
 _warned_fallback: set[str] = set()
 
 
-def _cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """cuDNN flash attention on `[B, L, heads, head_dim]`, any L.
+def even_length_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, implementation: str = "cudnn"
+) -> jax.Array:
+    """`jax.nn.dot_product_attention` on `[B, L, heads, head_dim]`, run at an even length.
 
     JAX's cuDNN training path takes even sequence lengths only (it always passes a bias
     operand, and cuDNN needs even lengths with a bias), and ViViT's are odd whenever there is a
-    class token (3137, 197, 17). An odd length is padded by one zero token that a padding mask
-    hides from every query; the padded query row is dropped.
+    class token (3137, 197, 17). An odd length is padded by one zero token, hidden from every
+    query as a key by a padding mask; its own query row is computed like any other (finite) and
+    dropped, so it adds nothing to the gradients.
     """
     length = q.shape[1]
     if length % 2 == 0:
-        return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+        return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
     q, k, v = (jnp.pad(t, ((0, 0), (0, 1), (0, 0), (0, 0))) for t in (q, k, v))
-    lengths = jnp.full(q.shape[:1], length, jnp.int32)
     out = jax.nn.dot_product_attention(
         q,
         k,
         v,
-        query_seq_lengths=lengths,
-        key_value_seq_lengths=lengths,
-        implementation="cudnn",
+        key_value_seq_lengths=jnp.full(q.shape[:1], length, jnp.int32),
+        implementation=implementation,
     )
     return out[:, :length]
 
@@ -112,7 +113,7 @@ def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.A
     out = None
     if fused_backend(q.dtype) == "cudnn":
         try:
-            out = _cudnn_attention(q, k, v)
+            out = even_length_attention(q, k, v)
         except (NotImplementedError, RuntimeError) as e:
             if str(e) not in _warned_fallback:
                 _warned_fallback.add(str(e))
