@@ -120,15 +120,22 @@ def test_fused_uses_cudnn_on_a_gpu_and_matches_einsum(kind, classifier):
     video = jax.random.normal(jax.random.key(0), TINY_INPUT)
     params = einsum.init(jax.random.key(1), video, train=False)["params"]
     params = randomize(params, jax.random.key(2), scale=0.05)
-    grad = lambda m: jax.jit(jax.grad(lambda p: _loss(m, p, video, True)))  # noqa: E731
-    hlo = lambda m: grad(m).lower(params).compile().as_text()  # noqa: E731
-    assert "fmha" in hlo(fused), "no cuDNN attention custom call in the compiled gradient"
-    assert "fmha" not in hlo(einsum)
+
+    def compiled_grad(model):  # compiled once: its HLO text and its gradients
+        step = jax.jit(jax.grad(lambda p: _loss(model, p, video, True))).lower(params).compile()
+        return step.as_text(), step(params)
+
+    fused_hlo, fused_grads = compiled_grad(fused)
+    einsum_hlo, einsum_grads = compiled_grad(einsum)
+    assert "fmha" in fused_hlo, "no cuDNN attention custom call in the compiled gradient"
+    assert "fmha" not in einsum_hlo
     ref = _forward(einsum, params, video)
-    np.testing.assert_allclose(
-        _forward(fused, params, video), ref, atol=0.02 * float(abs(ref).max())
-    )
-    for a, b in zip(jax.tree.leaves(grad(fused)(params)), jax.tree.leaves(grad(einsum)(params))):
+    out = _forward(fused, params, video)
+    assert np.isfinite(out).all(), "fused forward is not finite"
+    np.testing.assert_allclose(out, ref, atol=0.02 * float(abs(ref).max()), err_msg="forward")
+    for path, a in jax.tree_util.tree_leaves_with_path(fused_grads):
+        assert np.isfinite(a).all(), f"fused gradient {jax.tree_util.keystr(path)} is not finite"
+    for a, b in zip(jax.tree.leaves(fused_grads), jax.tree.leaves(einsum_grads)):
         np.testing.assert_allclose(a, b, atol=0.05 * float(jnp.abs(b).max()) + 1e-4)
 
 
