@@ -14,8 +14,9 @@ Examples:
 Reports clips/s, step time, peak memory (GPU) and achieved FLOP/s as a fraction of the device's
 float32 (or bf16) matrix-multiply peak, measured in the same run, and as model FLOPs utilisation
 (MFU) against the device's datasheet peak where it is known (`--peak-tflops` to give one).
-FLOPs are model FLOPs: XLA's count of the einsum-attention, no-remat program (a cuDNN custom
-call counts as zero FLOPs in XLA's cost analysis, and remat's recomputation is not model work).
+FLOPs are model FLOPs: `traced_flops` of the einsum-attention, no-remat program (a fused
+attention kernel's work is not visible to a FLOP counter, and remat's recomputation is not model
+work).
 Runs alternate between runners (and frameworks), several repeats, and report medians; nothing
 here asserts on time. Does not import TensorFlow.
 """
@@ -96,10 +97,10 @@ DATASHEET_PEAK_TFLOPS = {
 
 
 def model_flops_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The config whose program XLA's cost analysis counts as model FLOPs for `cfg`.
+    """The config whose program's FLOPs count as `cfg`'s model FLOPs.
 
-    Einsum attention (XLA counts a cuDNN custom call as 0 FLOPs) and no remat (recomputation
-    is not model work); otherwise the same model.
+    Einsum attention (a cuDNN custom call's work is invisible to FLOP counters) and no remat
+    (recomputation is not model work); otherwise the same model.
     """
     return ml_collections.ConfigDict(
         dict(cfg.to_dict(), attention_implementation="einsum", remat=False)
