@@ -13,7 +13,8 @@ import ml_collections
 from vivit_jax.configdicts import merge_locked
 
 # Keys of `dataset_configs` that the original configs set but that steer the trainer, not the
-# input pipeline. They are accepted (so original configs load) and ignored here.
+# input pipeline: `train.py` runs the multi-view test every `log_test_epochs` epochs when
+# `do_multicrop_test`; `prefetch_to_device` is accepted so original configs load.
 TRAINER_KEYS = ("do_multicrop_test", "log_test_epochs", "prefetch_to_device")
 
 # DMVR records: the name Scenic gives the reader, and aliases we accept.
@@ -82,8 +83,9 @@ def default_dataset_configs() -> ml_collections.ConfigDict:
         'name@N' (N shards 'name-0000i-of-0000N'), a file name or a list of files, relative to
         `base_dir`. The true example count is read from the records; `examples_per_subset`
         is only checked against it.
-    Accepted for compatibility and used by the trainer, not here: do_multicrop_test,
-      log_test_epochs, prefetch_to_device.
+    Used by the trainer, not here: do_multicrop_test and log_test_epochs (the multi-view test on
+      test_split every log_test_epochs epochs during training, as the original trainer does);
+      prefetch_to_device is accepted for compatibility.
     """
     return ml_collections.ConfigDict(
         {
@@ -166,6 +168,12 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
             cfg.split_names,
             f"needs one name per head in class_splits ({len(splits)}).",
         )
+    _check(
+        isinstance(cfg.log_test_epochs, (int, float)) and cfg.log_test_epochs > 0,
+        "log_test_epochs",
+        cfg.log_test_epochs,
+        "must be a positive number of epochs (the multi-view test runs that often).",
+    )
     if cfg.test_batch_size is not None:
         _check(cfg.test_batch_size >= 1, "test_batch_size", cfg.test_batch_size, "must be >= 1.")
     aug = cfg.augmentation_params

@@ -284,7 +284,7 @@ def compile_multiview_step(exp):
 
 
 def evaluate_views(
-    exp, params, *, checkpoint: str, step: int | None = None, class_names=None
+    exp, params, *, checkpoint: str, step: int | None = None, class_names=None, step_fn=None
 ) -> dict[str, Any]:
     """Runs the multi-view protocol over the test split of `exp.dataset`.
 
@@ -294,6 +294,7 @@ def evaluate_views(
       checkpoint: Recorded in the results.
       step: Recorded in the results.
       class_names: Overrides the dataset's class names (e.g. a HuggingFace `id2label`).
+      step_fn: `compile_multiview_step(exp)`, to reuse one compilation across calls.
 
     Returns:
       The results dict (see the module docstring), without the file names.
@@ -305,7 +306,7 @@ def evaluate_views(
     names = list(class_names or meta.get("class_names") or range(exp.num_classes))
     names = [str(n) for n in names]
     tally = eval_results.Tally(config, names)
-    step_fn = compile_multiview_step(exp)
+    step_fn = step_fn or compile_multiview_step(exp)
     keys = ("inputs", "label", "batch_mask", "video_index")
     start = time.monotonic()
     first_done = None
@@ -432,7 +433,7 @@ def _finish(results, workdir: str) -> dict[str, Any]:
     return results
 
 
-def final_evaluation(exp, params, workdir: str, step: int) -> dict[str, Any] | None:
+def final_evaluation(exp, params, workdir: str, step: int, step_fn=None) -> dict[str, Any] | None:
     """The end-of-training evaluation: the multi-view protocol on the test split, written as
     `evaluate` writes it. Returns None (and logs why) when the dataset has no test videos."""
     if not exp.dataset.meta_data.get("num_test_examples"):
@@ -443,4 +444,16 @@ def final_evaluation(exp, params, workdir: str, step: int) -> dict[str, Any] | N
         if exp.config.checkpoint
         else f"train state at step {step} (not saved)"
     )
-    return _finish(evaluate_views(exp, params, checkpoint=where, step=step), workdir)
+    return _finish(
+        evaluate_views(exp, params, checkpoint=where, step=step, step_fn=step_fn), workdir
+    )
+
+
+def test_scalars(results: dict[str, Any]) -> dict[str, float]:
+    """The multi-view test's headline figures as `test/...` summary scalars."""
+    scalars = {f"test/{k}": results[k] for k in ("top1", "top5", "loss")}
+    if results.get("mean_class_top1") is not None:
+        scalars["test/mean_class_top1"] = results["mean_class_top1"]
+    for name, head in results.get("heads", {}).items():
+        scalars.update({f"test/{name}/{k}": head[k] for k in ("top1", "top5")})
+    return scalars

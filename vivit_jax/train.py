@@ -46,6 +46,9 @@ class TrainResult:
       test_results: The final multi-view test (`vivit_jax.evaluate`, also written to
         `<workdir>/eval/<split>_results.json`), or None (no test split, or the run did not
         reach its last step in this call).
+      test_history: `[(step, {'test/top1': ...})]`, one entry per periodic multi-view test
+        (`dataset_configs.do_multicrop_test`, every `log_test_epochs` epochs before the last
+        step; the last step's is `test_results`).
     """
 
     state: steps.TrainState
@@ -54,6 +57,7 @@ class TrainResult:
     eval_history: list
     stopped_early: bool = False
     test_results: dict | None = None
+    test_history: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -377,14 +381,22 @@ def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
             exp.dataset = dataset_fn(config, mesh=mesh, start_step=0)
         state = initial_state(exp)
         _log_model_summary(exp, writer)
-    try:
-        result = _train_loop(exp, state, start_step, ckpt, writer)
-        if result.step == exp.total_steps > start_step and not result.stopped_early:
-            from vivit_jax import evaluate  # The final evaluation: the multi-view test.
+    from vivit_jax import evaluate  # The multi-view test (periodic and final).
 
+    # One compilation of the multi-view step for every test of this run (jit compiles lazily).
+    test_fn = (
+        evaluate.compile_multiview_step(exp)
+        if exp.dataset.meta_data.get("num_test_examples")
+        else None
+    )
+    try:
+        result = _train_loop(exp, state, start_step, ckpt, writer, test_fn)
+        if result.step == exp.total_steps > start_step and not result.stopped_early:
             result.test_results = evaluate.final_evaluation(
-                exp, result.state.params, workdir, result.step
+                exp, result.state.params, workdir, result.step, step_fn=test_fn
             )
+            if result.test_results is not None:
+                writer.write_scalars(result.step, evaluate.test_scalars(result.test_results))
         return result
     finally:
         if ckpt:
@@ -393,15 +405,24 @@ def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
         writer.close()
 
 
-def _train_loop(exp: Experiment, state, start_step: int, ckpt, writer) -> TrainResult:
-    """Steps `start_step + 1 .. total` with periodic summaries, evaluations and checkpoints."""
+def _train_loop(exp: Experiment, state, start_step: int, ckpt, writer, test_fn=None) -> TrainResult:
+    """Steps `start_step + 1 .. total` with periodic summaries, evaluations, multi-view tests
+    (`test_fn`, when `dataset_configs.do_multicrop_test`) and checkpoints."""
     from clu import periodic_actions  # Imports TensorFlow.
+
+    from vivit_jax import evaluate
 
     config, total = exp.config, exp.total_steps
     train_fn, eval_fn = compile_steps(exp)
     log_eval_steps = config.log_eval_steps or exp.steps_per_epoch
     log_summary_steps = config.log_summary_steps or log_eval_steps
     checkpoint_steps = config.checkpoint_steps or log_eval_steps
+    ds = config.dataset_configs
+    log_test_steps = None  # As the original trainer: every log_test_epochs epochs.
+    if ds.do_multicrop_test and test_fn is not None:
+        log_test_steps = max(1, round(ds.log_test_epochs * exp.steps_per_epoch))
+    elif ds.do_multicrop_test:
+        logging.info("dataset_configs.do_multicrop_test: no test videos, so no periodic test.")
     logging.info(
         "Training steps %d..%d (%d per epoch, batch %d, %d devices, mesh %s).",
         start_step + 1,
@@ -426,6 +447,26 @@ def _train_loop(exp: Experiment, state, start_step: int, ckpt, writer) -> TrainR
             summary["valid/top5"],
         )
         result.eval_history.append((step, summary))
+
+    def test_now(step, state):
+        with report.timed("test"):
+            results = evaluate.evaluate_views(
+                exp,
+                state.params,
+                checkpoint=f"train state at step {step}",
+                step=step,
+                step_fn=test_fn,
+            )
+        scalars = evaluate.test_scalars(results)
+        writer.write_scalars(step, scalars)
+        logging.info(
+            "Step %d: multi-view test top-1 %.4f, top-5 %.4f (%d videos).",
+            step,
+            scalars["test/top1"],
+            scalars["test/top5"],
+            results["num_videos"],
+        )
+        result.test_history.append((step, scalars))
 
     if config.eval_at_start and start_step == 0:
         evaluate_now(0, state)
@@ -453,6 +494,8 @@ def _train_loop(exp: Experiment, state, start_step: int, ckpt, writer) -> TrainR
                 pending = []
             if step % log_eval_steps == 0 or step == total:
                 evaluate_now(step, state)
+            if log_test_steps and step % log_test_steps == 0 and step < total:
+                test_now(step, state)  # The last step's test is the final evaluation.
             if ckpt and (step % checkpoint_steps == 0 or step == total or stop):
                 _raise_if_nonfinite(pending, ckpt, last_saved)
                 with report.timed("checkpoint"):

@@ -41,6 +41,7 @@ def test_run_logs_evaluates_and_checkpoints(straight):
     assert result.step == 6 and not result.stopped_early
     assert [s for s, _ in result.train_history] == [1, 2, 3, 4, 5, 6]
     assert [s for s, _ in result.eval_history] == [3, 6]
+    assert result.test_history == []  # dataset_configs.do_multicrop_test is off
     assert {"train/loss", "train/accuracy", "train/learning_rate", "train/grad_norm"} <= set(
         result.train_history[-1][1]
     )
@@ -130,6 +131,42 @@ def test_evaluate_latest_checkpoint(straight):
     results = evaluate.evaluate(_config(), str(workdir), dataset_fn=dataset_fn)
     assert results["step"] == 6 and results["num_videos"] == 12
     assert results["top1"] == pytest.approx(result.eval_history[-1][1]["valid/top1"])
+
+
+def _with_test_split(**kwargs):
+    """The synthetic dataset whose validation videos double as the test split (one view)."""
+
+    def dataset_fn(config, *, mesh, start_step):
+        ds = make_dataset(config, mesh=mesh, start_step=start_step, **kwargs)
+        ds.test_iter = ds.valid_iter
+        ds.meta_data["num_test_examples"] = ds.meta_data["num_eval_examples"]
+        return ds
+
+    return dataset_fn
+
+
+def test_multicrop_test_every_log_test_epochs(tmp_path):
+    # 8 steps per epoch; log_test_epochs=0.25 -> a test every 2 steps; step 6's is the final one.
+    config = _config(
+        log_eval_steps=2,
+        **{"dataset_configs.do_multicrop_test": True, "dataset_configs.log_test_epochs": 0.25},
+    )
+    result = train.train_and_evaluate(config, str(tmp_path), dataset_fn=_with_test_split())
+    assert [s for s, _ in result.test_history] == [2, 4]
+    assert result.test_results["step"] == 6
+    valid = dict(result.eval_history)
+    for step, scalars in result.test_history:  # same videos, one view: the same accuracy
+        assert scalars["test/top1"] == pytest.approx(valid[step]["valid/top1"])
+        assert scalars["test/loss"] == pytest.approx(valid[step]["valid/loss"], rel=1e-5)
+    assert result.test_results["top1"] == pytest.approx(valid[6]["valid/top1"])
+
+
+def test_log_test_epochs_must_be_positive(tmp_path):
+    config = _config(
+        **{"dataset_configs.do_multicrop_test": True, "dataset_configs.log_test_epochs": 0}
+    )
+    with pytest.raises(ValueError, match="dataset_configs.log_test_epochs=0"):
+        train.train_and_evaluate(config, str(tmp_path), dataset_fn=_with_test_split())
 
 
 def test_init_from_a_checkpoint_of_this_project(straight, tmp_path):
