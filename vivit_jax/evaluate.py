@@ -449,7 +449,7 @@ def final_evaluation(exp, params, workdir: str, step: int, step_fn=None) -> dict
     )
 
 
-def test_scalars(results: dict[str, Any]) -> dict[str, float]:
+def multiview_scalars(results: dict[str, Any]) -> dict[str, float]:
     """The multi-view test's headline figures as `test/...` summary scalars."""
     scalars = {f"test/{k}": results[k] for k in ("top1", "top5", "loss")}
     if results.get("mean_class_top1") is not None:

@@ -396,7 +396,7 @@ def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
                 exp, result.state.params, workdir, result.step, step_fn=test_fn
             )
             if result.test_results is not None:
-                writer.write_scalars(result.step, evaluate.test_scalars(result.test_results))
+                writer.write_scalars(result.step, evaluate.multiview_scalars(result.test_results))
         return result
     finally:
         if ckpt:
@@ -457,7 +457,7 @@ def _train_loop(exp: Experiment, state, start_step: int, ckpt, writer, test_fn=N
                 step=step,
                 step_fn=test_fn,
             )
-        scalars = evaluate.test_scalars(results)
+        scalars = evaluate.multiview_scalars(results)
         writer.write_scalars(step, scalars)
         logging.info(
             "Step %d: multi-view test top-1 %.4f, top-5 %.4f (%d videos).",
