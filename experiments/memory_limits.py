@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import benchmark  # noqa: E402
 
-from vivit_jax import steps  # noqa: E402
+from vivit_jax import cpu_tuning, steps  # noqa: E402
 from vivit_jax.models import SIZES, create_model  # noqa: E402
 
 
@@ -98,7 +98,9 @@ class Case:
 
     def compile(self, x: int):
         """(compiled train step, peak bytes by XLA's buffer assignment) for size x."""
-        fn = jax.jit(self._step(self.model), donate_argnums=0)
+        fn = jax.jit(  # compiled as train.py compiles it
+            self._step(self.model), donate_argnums=0, compiler_options=cpu_tuning.compiler_options()
+        )
         compiled = fn.lower(*self.abstract_inputs(x)).compile()
         m = compiled.memory_analysis()
         peak = (
