@@ -96,6 +96,20 @@ DATASHEET_PEAK_TFLOPS = {
 }
 
 
+LEARNING_RATE = 1e-4
+
+
+def train_step_fn(model, tx, loss_config):
+    """The project's `steps.train_step` bound to `model`, optimiser `tx` and a constant LR."""
+    return functools.partial(
+        steps.train_step,
+        model=model,
+        tx=tx,
+        schedule=lambda step: jnp.full((), LEARNING_RATE),
+        loss_config=loss_config,
+    )
+
+
 def model_flops_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The config whose program's FLOPs count as `cfg`'s model FLOPs.
 
@@ -186,22 +200,20 @@ class JaxRunner:
         params = jax.jit(lambda: self.model.init(jax.random.key(0), self.x, train=False))()
         params = params["params"]
         self.num_params = count_params(params)
-        tx = optax.adamw(1e-4)
-        schedule = lambda step: jnp.full((), 1e-4)  # noqa: E731
+        tx = optax.adamw(LEARNING_RATE)
         self.state = steps.TrainState(
             step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params)
         )
         self.rng = jax.random.key(1)
         loss_cfg = steps.LossConfig(num_classes=num_classes)
-        train_fn = functools.partial(steps.train_step, tx=tx, schedule=schedule)
-        step = functools.partial(train_fn, model=self.model, loss_config=loss_cfg)
+        step = train_step_fn(self.model, tx, loss_cfg)
         forward = lambda p, v: self.model.apply({"params": p}, v, train=False)  # noqa: E731
         # Model FLOPs (`model_flops_config`) of the whole batch, from the unpartitioned programs;
         # the same for every runner of a case, so only one of them lowers them.
         self.flops = None
         if count_flops:
             counted = create_model(model_flops_config(cfg), num_classes, dtype=dtype)
-            count_step = functools.partial(train_fn, model=counted, loss_config=loss_cfg)
+            count_step = train_step_fn(counted, tx, loss_cfg)
             count_fwd = lambda p, v: counted.apply({"params": p}, v, train=False)  # noqa: E731
             self.flops = dict(
                 train=traced_flops(count_step, self.state, self.batch, self.rng),

@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import benchmark  # noqa: E402
 
-from vivit_jax import cpu_tuning, steps  # noqa: E402
+from vivit_jax import cpu_tuning, steps, train  # noqa: E402
 from vivit_jax.models import SIZES, create_model  # noqa: E402
 
 
@@ -63,7 +63,7 @@ class Case:
             args.classifier,
         )
         self.model = create_model(self.cfg, args.classes, dtype=args.dtype)
-        self.tx = optax.adamw(1e-4)
+        self.tx = optax.adamw(benchmark.LEARNING_RATE)
 
     def shape(self, x: int) -> tuple[int, ...]:
         a = self.args
@@ -71,30 +71,20 @@ class Case:
         return (batch, frames, a.resolution, a.resolution, 3)
 
     def _step(self, model):
-        return functools.partial(
-            steps.train_step,
-            model=model,
-            tx=self.tx,
-            schedule=lambda step: jnp.full((), 1e-4),
-            loss_config=steps.LossConfig(num_classes=self.args.classes),
+        return benchmark.train_step_fn(
+            model, self.tx, steps.LossConfig(num_classes=self.args.classes)
         )
 
     def abstract_inputs(self, x: int):
         shape = self.shape(x)
-        video = jax.ShapeDtypeStruct(shape, jnp.float32)
-
-        def init():
-            params = self.model.init(jax.random.key(0), jnp.zeros(shape), train=False)["params"]
-            return steps.TrainState(
-                step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params)
-            )
-
+        init = functools.partial(train._init_state, self.model, self.tx, shape[1:])
         batch = dict(
-            inputs=video,
+            inputs=jax.ShapeDtypeStruct(shape, jnp.float32),
             label=jax.ShapeDtypeStruct(shape[:1], jnp.int32),
             batch_mask=jax.ShapeDtypeStruct(shape[:1], jnp.float32),
         )
-        return jax.eval_shape(init), batch, jax.eval_shape(lambda: jax.random.key(1))
+        key = jax.eval_shape(lambda: jax.random.key(1))
+        return jax.eval_shape(init, jax.random.key(0)), batch, key
 
     def compile(self, x: int):
         """(compiled train step, peak bytes by XLA's buffer assignment) for size x."""
