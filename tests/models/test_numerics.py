@@ -58,16 +58,67 @@ def test_remat_gives_identical_gradients(kind):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("blocks", ["one block", "many blocks"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_fused_attention_matches_einsum(kind):
+def test_fused_attention_matches_einsum(kind, blocks, monkeypatch):
+    # On the CPU `fused` is `head_blocked_attention`; the tiny model's scores fit one block
+    # unless the block is made smaller than one head's [L, L] scores (then also zero-padded).
+    if blocks == "many blocks":
+        monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 1)
     cfg, model, video, params = _setup(kind)
-    fused = create_model(tiny_config(kind, "gap", attention_implementation="fused"), num_classes=5)
+    fused_cfg = tiny_config(kind, "gap", attention_implementation="fused", remat=True)
+    fused = create_model(fused_cfg, num_classes=5)
     np.testing.assert_allclose(
         _forward(fused, params, video),
         _forward(model, params, video),
         rtol=1e-5,
         atol=1e-5,
     )
+    grads = [
+        jax.jit(jax.grad(lambda p, m=m: _loss(m, p, video, True)))(params) for m in (model, fused)
+    ]
+    for a, b in zip(*map(jax.tree.leaves, grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
+@pytest.mark.parametrize("shape", [(2, 33, 3, 8), (3, 2, 17, 2, 16)])
+def test_head_blocked_attention_equals_einsum_attention(shape, dtype, tol, monkeypatch):
+    # Blocks of 2 heads' scores (the (batch, head) count is odd in both shapes: one zero-padded
+    # head), values and all three gradients against the einsum path, any leading batch axes.
+    monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 2 * shape[-3] ** 2)
+    q, k, v, w = (jax.random.normal(jax.random.key(i), shape, dtype) for i in range(4))
+
+    def loss(fn):
+        return lambda *a: jnp.sum(fn(*a).astype(jnp.float32) * w)
+
+    blocked = lambda *a: layers.fused_attention(*a)  # noqa: E731
+    assert layers._head_group(np.prod(shape[:-3]) * shape[-2], shape[-3]) == 2
+    out, ref = blocked(q, k, v), layers.einsum_attention(q, k, v)
+    assert out.dtype == dtype and out.shape == shape
+    np.testing.assert_allclose(out.astype(jnp.float32), ref.astype(jnp.float32), atol=tol)
+    grads = [
+        jax.grad(loss(fn), argnums=(0, 1, 2))(q, k, v) for fn in (blocked, layers.einsum_attention)
+    ]
+    for a, b in zip(*grads):
+        assert a.dtype == dtype
+        scale = float(jnp.abs(b.astype(jnp.float32)).max())
+        np.testing.assert_allclose(a.astype(jnp.float32), b.astype(jnp.float32), atol=tol * scale)
+
+
+def test_fused_on_a_cpu_keeps_no_attention_matrix_for_its_backward_pass(monkeypatch):
+    # What the backward pass keeps (the VJP's residuals): einsum's include the [N, H, L, L]
+    # probabilities; the blocked path keeps q, k, v, the output and one log-sum-exp per row.
+    monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 2 * 64 * 64)
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, 64, 4, 8)) for i in range(3))
+    attention_matrix = 2 * 4 * 64 * 64
+
+    def largest_residual(fn):
+        _, vjp = jax.vjp(fn, q, k, v)
+        return max(x.size for x in jax.tree.leaves(vjp))
+
+    assert largest_residual(layers.einsum_attention) >= attention_matrix
+    assert largest_residual(layers.fused_attention) <= q.size
 
 
 def test_fused_asks_for_cudnn_only_on_a_gpu_in_16_bit(monkeypatch):

@@ -22,9 +22,9 @@ from absl import logging
 Dtype = Any
 Initializer = Callable[..., jax.Array]
 
-# `einsum` reproduces the original's `flax.linen.dot_product_attention` numerics; `fused` calls
-# `jax.nn.dot_product_attention`: cuDNN's flash attention on an NVIDIA GPU for 16-bit inputs (it
-# never stores the [L, L] attention matrix), XLA's attention elsewhere (see `fused_attention`).
+# `einsum` reproduces the original's `flax.linen.dot_product_attention` numerics; `fused` never
+# stores the [L, L] attention matrix where it can: cuDNN's flash attention on an NVIDIA GPU for
+# 16-bit inputs, `head_blocked_attention` on a CPU, XLA's attention elsewhere (`fused_attention`).
 ATTENTION_IMPLEMENTATIONS = ("einsum", "fused")
 
 
@@ -74,6 +74,109 @@ def fused_backend(dtype) -> str:
 
 _warned_fallback: set[str] = set()
 
+# Score-matrix elements one step of `head_blocked_attention` holds: 1.5 M float32 (6 MB), so a
+# step's scores, probabilities and their gradients stay in a CPU's cache (2 heads at L = 785).
+# Measured on the 2-core CI machine (experiments/README.md): 2 heads per step beat 1 and 4+.
+HEAD_BLOCK_SCORES = 3 << 19
+
+
+def _head_rows(x: jax.Array, group: int) -> jax.Array:
+    """`[N, L, H, D]` → `[steps, group, L, D]`, one (batch, head) pair per row, zero-padded."""
+    n, length, heads, dim = x.shape
+    rows = jnp.transpose(x, (0, 2, 1, 3)).reshape(n * heads, length, dim)
+    steps = -(-rows.shape[0] // group)
+    rows = jnp.pad(rows, ((0, steps * group - rows.shape[0]), (0, 0), (0, 0)))
+    return rows.reshape(steps, group, length, dim)
+
+
+def _from_head_rows(rows: jax.Array, n: int, heads: int) -> jax.Array:
+    """Inverse of `_head_rows`: `[steps, group, L, D]` → `[N, L, H, D]`."""
+    length, dim = rows.shape[-2:]
+    rows = rows.reshape(-1, length, dim)[: n * heads].reshape(n, heads, length, dim)
+    return jnp.transpose(rows, (0, 2, 1, 3))
+
+
+def _head_group(rows: int, length: int) -> int:
+    """(Batch, head) pairs per step: as many as `HEAD_BLOCK_SCORES` allows, split evenly."""
+    per_step = max(1, min(rows, HEAD_BLOCK_SCORES // (length * length)))
+    steps = -(-rows // per_step)
+    return -(-rows // steps)
+
+
+def _matmul(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    """`einsum` in `b`'s dtype, accumulated in float32."""
+    return jnp.einsum(spec, a.astype(b.dtype), b, preferred_element_type=jnp.float32)
+
+
+def _scores(a: jax.Array, b: jax.Array) -> jax.Array:
+    return _matmul("gid,gjd->gij", a, b)
+
+
+def _blocked_forward(q, k, v):
+    """Softmax attention, a few heads at a time: outputs and row log-sum-exps, as head rows."""
+    n, _, heads, dim = q.shape
+    group = _head_group(n * heads, q.shape[1])
+    scaled = q / jnp.sqrt(dim).astype(q.dtype)
+    rows = tuple(_head_rows(t, group) for t in (scaled, k, v))
+
+    def step(qkv):
+        q, k, v = qkv
+        s = _scores(q, k)
+        m = jnp.max(s, axis=-1, keepdims=True)
+        p = jnp.exp(s - m)
+        total = jnp.sum(p, axis=-1, keepdims=True)
+        o = _matmul("gqk,gkd->gqd", p, v)
+        return (o / total).astype(v.dtype), (m + jnp.log(total))[..., 0]
+
+    out, lse = jax.lax.map(step, rows)
+    return out, lse, rows
+
+
+@jax.custom_vjp
+def head_blocked_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
+    """Softmax attention over `[N, L, heads, head_dim]`, a few heads at a time (CPU fused path).
+
+    Same arithmetic as `einsum_attention` (query scaled first, float32 softmax), but XLA:CPU
+    runs it as a loop over groups of (batch, head) pairs whose `[L, L]` scores fit in cache,
+    and the backward pass recomputes each group's probabilities from the stored row log-sum-exps
+    (flash attention's scheme) instead of keeping the `[N, heads, L, L]` matrix. On the 2-core CI
+    machine at L = 785 this took the attention's forward + backward from ~210 to ~135 ms
+    (experiments/README.md). Written with `lax.map` because XLA:CPU has no fused attention.
+    """
+    n, _, heads, _ = query.shape
+    return _from_head_rows(_blocked_forward(query, key, value)[0], n, heads)
+
+
+def _blocked_fwd(query, key, value):
+    n, _, heads, _ = query.shape
+    out, lse, (q, k, v) = _blocked_forward(query, key, value)
+    return _from_head_rows(out, n, heads), (q, k, v, out, lse)
+
+
+def _blocked_bwd(residuals, d_out):
+    q, k, v, out, lse = residuals
+    n, _, heads, _ = d_out.shape
+    group = q.shape[1]
+    d_out = _head_rows(d_out, group)
+    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
+
+    def step(args):
+        # Keys on rows (the transposed problem) so that dK and dV are plain matmuls.
+        q, k, v, do, lse, delta = args
+        p_t = jnp.exp(_scores(k, q) - lse[:, None, :])
+        ds_t = p_t * (_scores(v, do) - delta[:, None, :])
+        dv = _matmul("gkq,gqd->gkd", p_t, do).astype(v.dtype)
+        dk = _matmul("gkq,gqd->gkd", ds_t, q).astype(k.dtype)
+        dq = _matmul("gkq,gkd->gqd", ds_t, k).astype(q.dtype)
+        return dq, dk, dv
+
+    dq, dk, dv = jax.lax.map(step, (q, k, v, d_out, lse, delta))
+    dq = dq / jnp.sqrt(q.shape[-1]).astype(dq.dtype)
+    return tuple(_from_head_rows(t, n, heads) for t in (dq, dk, dv))
+
+
+head_blocked_attention.defvjp(_blocked_fwd, _blocked_bwd)
+
 
 def even_length_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, implementation: str = "cudnn"
@@ -105,7 +208,8 @@ def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.A
 
     Asks for cuDNN's flash attention where `fused_backend` picks it. JAX checks cuDNN's limits
     (head dim a multiple of 8 and at most 128, or 256 on Hopper; cuDNN present) while tracing
-    and raises; then this falls back to XLA's implementation, with one warning per reason.
+    and raises; then this falls back to XLA's implementation, with one warning per reason. On a
+    CPU it runs `head_blocked_attention` (or the einsum path where all scores fit one block).
     """
     q, lead = _flatten_batch(query, 3)
     k, _ = _flatten_batch(key, 3)
@@ -124,6 +228,12 @@ def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.A
                     q.dtype,
                     e,
                 )
+    if out is None and jax.default_backend() == "cpu":
+        n, length, heads, _ = q.shape
+        if _head_group(n * heads, length) < n * heads:
+            out = head_blocked_attention(q, k, v)
+        else:  # Every score matrix fits one step: nothing to block, and einsum is as fast.
+            out = einsum_attention(q, k, v)
     if out is None:
         out = jax.nn.dot_product_attention(q, k, v, implementation="xla")
     return out.reshape(lead + out.shape[-3:])
