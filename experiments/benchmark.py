@@ -485,6 +485,9 @@ def main():
         ).strip()
 
     print(f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}", flush=True)
+    # As `vivit_jax.main` does; process-wide, so the peer in this process runs under it too.
+    args.keep_freed_memory = cpu_tuning.keep_freed_memory()
+    print(f"cpu_tuning.keep_freed_memory: {args.keep_freed_memory}", flush=True)
     peaks = matmul_peak_flops(jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
     args.peak_flops = args.peak_tflops * 1e12 or datasheet_peak_flops(args.dtype)
     peak = max(peaks.values())
@@ -527,6 +530,7 @@ def main():
                     device_kind=jax.devices()[0].device_kind,
                     xla_flags=os.environ.get("XLA_FLAGS", ""),
                     glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
+                    keep_freed_memory=args.keep_freed_memory,
                     rows=rows,
                 ),
                 f,

@@ -62,6 +62,9 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     _initialize_distributed()
+    from vivit_jax import cpu_tuning
+
+    cpu_tuning.keep_freed_memory()
     if _MODE.value == "train":
         if _CHECKPOINT.value:
             raise app.UsageError(
