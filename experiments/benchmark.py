@@ -308,14 +308,17 @@ def _time(fn, n: int) -> float:
     return (time.perf_counter() - t) / n
 
 
-def measure(runners, mode: str, repeats: int, steps_per_repeat: int, warmup: int, settle=0.5):
+def measure(
+    runners, mode: str, repeats: int, steps_per_repeat: int, warmup: int, settle=0.5, before=None
+):
     """Per runner: the seconds per step of every repeat, alternating runners within repeats.
 
     Each timed block starts after `settle` idle seconds, a precaution: both frameworks' worker
     threads may keep spinning for a while after their work (OpenMP's and Eigen's wait
     policies), which would be charged to whichever runner comes next. (Not shown to matter
     here: the bimodal step times once seen in this benchmark came from glibc's huge-page
-    tunable, see experiments/README.md.)
+    tunable, see experiments/README.md.) `before(runner)`, if given, runs before each timed
+    block (the per-framework malloc setting of `--malloc=per-framework`).
     """
     for r in runners:
         for _ in range(warmup):
@@ -324,6 +327,8 @@ def measure(runners, mode: str, repeats: int, steps_per_repeat: int, warmup: int
     for i in range(repeats):
         order = runners if i % 2 == 0 else runners[::-1]
         for r in order:
+            if before:
+                before(r)
             time.sleep(settle)
             times[r.name].append(_time(getattr(r, f"{mode}_step"), steps_per_repeat))
     return times
@@ -377,10 +382,16 @@ def run_case(name, p, args, peak):
         attention=args.attention,
         device=str(jax.devices()[0]),
     )
+    before = None
+    if args.malloc == "per-framework" and args.keep_freed_memory:
+
+        def before(runner):
+            cpu_tuning.keep_freed_memory(keep=not isinstance(runner, TorchRunner))
+
     for mode in ("train", "infer"):
         if mode == "infer" and args.train_only:
             continue
-        times = measure(runners, mode, args.repeats, args.steps, args.warmup)
+        times = measure(runners, mode, args.repeats, args.steps, args.warmup, before=before)
         row[mode] = {}
         for r in jax_runners:
             sec = statistics.median(times[r.name])
@@ -468,6 +479,14 @@ def main():
         choices=["vivit_jax", "jaxlib", "both"],
         help="compile with vivit_jax's XLA:CPU options, jaxlib's defaults, or both (A/B in one run)",
     )
+    ap.add_argument(
+        "--malloc",
+        default="per-framework",
+        choices=["per-framework", "keep", "default"],
+        help="glibc malloc setting (CPU): per-framework = vivit_jax's runs keep freed memory as "
+        "vivit_jax.main does (cpu_tuning.keep_freed_memory), the peer's run with glibc's "
+        "defaults; keep = both keep it; default = glibc's defaults for both",
+    )
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     args.devices = [int(n) for n in args.devices.split(",")]
@@ -485,9 +504,10 @@ def main():
         ).strip()
 
     print(f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}", flush=True)
-    # As `vivit_jax.main` does; process-wide, so the peer in this process runs under it too.
-    args.keep_freed_memory = cpu_tuning.keep_freed_memory()
-    print(f"cpu_tuning.keep_freed_memory: {args.keep_freed_memory}", flush=True)
+    # As `vivit_jax.main` does. Process-wide: `--malloc=per-framework` switches it off again
+    # before each of the peer's timed blocks (what a transformers user runs with).
+    args.keep_freed_memory = args.malloc != "default" and cpu_tuning.keep_freed_memory()
+    print(f"--malloc={args.malloc}: keep_freed_memory {args.keep_freed_memory}", flush=True)
     peaks = matmul_peak_flops(jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
     args.peak_flops = args.peak_tflops * 1e12 or datasheet_peak_flops(args.dtype)
     peak = max(peaks.values())
@@ -530,6 +550,7 @@ def main():
                     device_kind=jax.devices()[0].device_kind,
                     xla_flags=os.environ.get("XLA_FLAGS", ""),
                     glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
+                    malloc=args.malloc,
                     keep_freed_memory=args.keep_freed_memory,
                     rows=rows,
                 ),
