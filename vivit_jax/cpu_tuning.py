@@ -50,7 +50,7 @@ def compiler_options(backend: str | None = None, environ=os.environ) -> dict[str
 
 
 # glibc's `mallopt` parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -2, -3, -4
 _TOP_PAD_BYTES = 64 << 20
 
 
@@ -60,8 +60,8 @@ def keep_freed_memory(backend: str | None = None, environ=os.environ, keep: bool
     Large blocks come from the heap rather than from a fresh `mmap` each time (glibc still maps
     one when the heap cannot grow), the heap is never trimmed, and it grows 64 MiB at a time.
     The process's resident memory then stays at its peak, which a training or benchmark process
-    reaches in its first step anyway. `keep=False` puts back glibc's documented defaults (the
-    benchmark switches per framework). Returns whether the setting was made: only on the CPU
+    reaches in its first step anyway. `keep=False` puts back glibc's defaults as far as mallopt
+    can (the benchmark switches per framework). Returns whether the setting was made: only on the CPU
     backend, with glibc, without either opt-out (`VIVIT_JAX_CPU_TUNING=0`,
     `VIVIT_JAX_KEEP_FREED_MEMORY=0`). Written with ctypes: no library exposes `mallopt`.
     """
@@ -78,6 +78,14 @@ def keep_freed_memory(backend: str | None = None, environ=os.environ, keep: bool
         return False
     if keep:
         settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, _TOP_PAD_BYTES))
-    else:  # mallopt(3)'s defaults
-        settings = ((_M_MMAP_MAX, 65536), (_M_TRIM_THRESHOLD, 128 << 10), (_M_TOP_PAD, 128 << 10))
+    else:
+        # glibc's defaults as a busy process has them: its mmap threshold rises with the largest
+        # block freed, up to 32 MiB, and the trim threshold follows at twice that. (Any mallopt
+        # call freezes the thresholds, so the defaults' adapting cannot be switched back on.)
+        settings = (
+            (_M_MMAP_MAX, 65536),
+            (_M_MMAP_THRESHOLD, 32 << 20),
+            (_M_TRIM_THRESHOLD, 64 << 20),
+            (_M_TOP_PAD, 128 << 10),
+        )
     return all(mallopt(param, value) == 1 for param, value in settings)
