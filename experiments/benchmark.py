@@ -309,7 +309,7 @@ def _time(fn, n: int) -> float:
 
 
 def measure(
-    runners, mode: str, repeats: int, steps_per_repeat: int, warmup: int, settle=0.5, before=None
+    runners, mode: str, repeats: int, steps_per_repeat: int, warmup: int, settle=0.5, lead_in=1
 ):
     """Per runner: the seconds per step of every repeat, alternating runners within repeats.
 
@@ -317,8 +317,10 @@ def measure(
     threads may keep spinning for a while after their work (OpenMP's and Eigen's wait
     policies), which would be charged to whichever runner comes next. (Not shown to matter
     here: the bimodal step times once seen in this benchmark came from glibc's huge-page
-    tunable, see experiments/README.md.) `before(runner)`, if given, runs before each timed
-    block (the per-framework malloc setting of `--malloc=per-framework`).
+    tunable, see experiments/README.md.) Each timed block also follows `lead_in` untimed steps
+    of its runner: a step that comes straight after the other framework's pays for that
+    framework's use of memory and caches (vivit_jax's first step after the peer's measured up to
+    50% slower on (c)), which a process running one framework never does.
     """
     for r in runners:
         for _ in range(warmup):
@@ -327,9 +329,9 @@ def measure(
     for i in range(repeats):
         order = runners if i % 2 == 0 else runners[::-1]
         for r in order:
-            if before:
-                before(r)
             time.sleep(settle)
+            for _ in range(lead_in):
+                getattr(r, f"{mode}_step")()
             times[r.name].append(_time(getattr(r, f"{mode}_step"), steps_per_repeat))
     return times
 
@@ -382,16 +384,10 @@ def run_case(name, p, args, peak):
         attention=args.attention,
         device=str(jax.devices()[0]),
     )
-    before = None
-    if args.malloc == "per-framework" and args.keep_freed_memory:
-
-        def before(runner):
-            cpu_tuning.keep_freed_memory(keep=not isinstance(runner, TorchRunner))
-
     for mode in ("train", "infer"):
         if mode == "infer" and args.train_only:
             continue
-        times = measure(runners, mode, args.repeats, args.steps, args.warmup, before=before)
+        times = measure(runners, mode, args.repeats, args.steps, args.warmup, lead_in=args.lead_in)
         row[mode] = {}
         for r in jax_runners:
             sec = statistics.median(times[r.name])
@@ -481,12 +477,12 @@ def main():
     )
     ap.add_argument(
         "--malloc",
-        default="per-framework",
-        choices=["per-framework", "keep", "default"],
-        help="glibc malloc setting (CPU): per-framework = vivit_jax's runs keep freed memory as "
-        "vivit_jax.main does (cpu_tuning.keep_freed_memory), the peer's run with glibc's "
-        "defaults; keep = both keep it; default = glibc's defaults for both",
+        default="keep",
+        choices=["keep", "default"],
+        help="glibc malloc setting of this process (CPU), so of both frameworks: keep = keep "
+        "freed memory, as vivit_jax.main does (cpu_tuning.keep_freed_memory); default = glibc's",
     )
+    ap.add_argument("--lead-in", type=int, default=1, help="untimed steps before each timed block")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     args.devices = [int(n) for n in args.devices.split(",")]
@@ -504,9 +500,8 @@ def main():
         ).strip()
 
     print(f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}", flush=True)
-    # As `vivit_jax.main` does. Process-wide: `--malloc=per-framework` switches it off again
-    # before each of the peer's timed blocks (what a transformers user runs with).
-    args.keep_freed_memory = args.malloc != "default" and cpu_tuning.keep_freed_memory()
+    # As `vivit_jax.main` does; process-wide, so the peer in this process runs under it too.
+    args.keep_freed_memory = args.malloc == "keep" and cpu_tuning.keep_freed_memory()
     print(f"--malloc={args.malloc}: keep_freed_memory {args.keep_freed_memory}", flush=True)
     peaks = matmul_peak_flops(jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
     args.peak_flops = args.peak_tflops * 1e12 or datasheet_peak_flops(args.dtype)

@@ -34,8 +34,8 @@ OPT_OUT_ENV = "VIVIT_JAX_CPU_TUNING"
 KEEP_FREED_MEMORY_ENV = "VIVIT_JAX_KEEP_FREED_MEMORY"
 
 
-def _opted_out(environ) -> bool:
-    return environ.get(OPT_OUT_ENV, "1").strip().lower() in ("0", "false", "no", "off")
+def _opted_out(environ, name: str = OPT_OUT_ENV) -> bool:
+    return environ.get(name, "1").strip().lower() in ("0", "false", "no", "off")
 
 
 def compiler_options(backend: str | None = None, environ=os.environ) -> dict[str, str] | None:
@@ -50,24 +50,23 @@ def compiler_options(backend: str | None = None, environ=os.environ) -> dict[str
 
 
 # glibc's `mallopt` parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -2, -3, -4
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
 _TOP_PAD_BYTES = 64 << 20
 
 
-def keep_freed_memory(backend: str | None = None, environ=os.environ, keep: bool = True) -> bool:
+def keep_freed_memory(backend: str | None = None, environ=os.environ) -> bool:
     """Makes glibc's malloc keep freed memory for reuse instead of returning it to the kernel.
 
     Large blocks come from the heap rather than from a fresh `mmap` each time (glibc still maps
     one when the heap cannot grow), the heap is never trimmed, and it grows 64 MiB at a time.
     The process's resident memory then stays at its peak, which a training or benchmark process
-    reaches in its first step anyway. `keep=False` puts back glibc's defaults as far as mallopt
-    can (the benchmark switches per framework). Returns whether the setting was made: only on the CPU
+    reaches in its first step anyway. Returns whether the setting was made: only on the CPU
     backend, with glibc, without either opt-out (`VIVIT_JAX_CPU_TUNING=0`,
     `VIVIT_JAX_KEEP_FREED_MEMORY=0`). Written with ctypes: no library exposes `mallopt`.
     """
-    if _opted_out(environ) or (backend or jax.default_backend()) != "cpu":
+    if _opted_out(environ) or _opted_out(environ, KEEP_FREED_MEMORY_ENV):
         return False
-    if environ.get(KEEP_FREED_MEMORY_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if (backend or jax.default_backend()) != "cpu":
         return False
     name = ctypes.util.find_library("c")
     try:
@@ -76,16 +75,5 @@ def keep_freed_memory(backend: str | None = None, environ=os.environ, keep: bool
     except (OSError, AttributeError, TypeError):
         logging.info("keep_freed_memory: no glibc mallopt in %r; malloc left as it is.", name)
         return False
-    if keep:
-        settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, _TOP_PAD_BYTES))
-    else:
-        # glibc's defaults as a busy process has them: its mmap threshold rises with the largest
-        # block freed, up to 32 MiB, and the trim threshold follows at twice that. (Any mallopt
-        # call freezes the thresholds, so the defaults' adapting cannot be switched back on.)
-        settings = (
-            (_M_MMAP_MAX, 65536),
-            (_M_MMAP_THRESHOLD, 32 << 20),
-            (_M_TRIM_THRESHOLD, 64 << 20),
-            (_M_TOP_PAD, 128 << 10),
-        )
+    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, _TOP_PAD_BYTES))
     return all(mallopt(param, value) == 1 for param, value in settings)
