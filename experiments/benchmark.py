@@ -17,8 +17,10 @@ float32 (or bf16) matrix-multiply peak, measured in the same run, and as model F
 FLOPs are model FLOPs: `traced_flops` of the einsum-attention, no-remat program (a fused
 attention kernel's work is not visible to a FLOP counter, and remat's recomputation is not model
 work).
-Runs alternate between runners (and frameworks), several repeats, and report medians; nothing
-here asserts on time. Does not import TensorFlow.
+Runs alternate between runners (and frameworks), several repeats, each timed block after one
+untimed step of its runner (`--lead-in`), and report medians; nothing here asserts on time. On a
+CPU the process keeps freed memory as `vivit_jax.main` does (`--malloc=keep`; it applies to the
+peer in the same process too; `--malloc=default` for glibc's). Does not import TensorFlow.
 """
 
 from __future__ import annotations
