@@ -32,7 +32,8 @@ class Launch:
     """One `vivit_jax.main` process; its combined output is collected line by line."""
 
     def __init__(self, args, *, devices: int, cache_dir: str, log_path: str):
-        env = dict(os.environ)
+        # As users run it: with `cpu_tuning.keep_freed_memory` (the suite's own process opts out).
+        env = {k: v for k, v in os.environ.items() if k != "VIVIT_JAX_KEEP_FREED_MEMORY"}
         env.update(
             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
             JAX_PLATFORMS="cpu",
