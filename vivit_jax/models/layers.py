@@ -141,11 +141,10 @@ def head_blocked_attention(query: jax.Array, key: jax.Array, value: jax.Array) -
     and the backward pass recomputes each group's probabilities from the stored row log-sum-exps
     (flash attention's scheme) instead of keeping the `[N, heads, L, L]` matrix. On the 2-core CI
     machine, `[2, 785, 12, 64]` inputs, forward + backward took ~154 ms against einsum's ~235
-    (torch's CPU flash attention: 110-136; experiments/README.md). Written with `lax.map`
+    (torch's CPU flash attention: 110-142; experiments/README.md). Written with `lax.map`
     because XLA:CPU has no fused attention kernel.
     """
-    n, _, heads, _ = query.shape
-    return _from_head_rows(_blocked_forward(query, key, value)[0], n, heads)
+    return _blocked_fwd(query, key, value)[0]
 
 
 def _blocked_fwd(query, key, value):
