@@ -84,17 +84,17 @@ def test_fused_attention_matches_einsum(kind, blocks, monkeypatch):
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
 @pytest.mark.parametrize("shape", [(1, 33, 5, 8), (3, 1, 17, 3, 16)])
 def test_head_blocked_attention_equals_einsum_attention(shape, dtype, tol, monkeypatch):
-    # Blocks of 2 heads' scores (the (batch, head) count, 5 or 9, is odd: one zero-padded head),
-    # values and all three gradients against the einsum path, any leading batch axes.
-    monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 2 * shape[-3] ** 2)
+    # Blocks of 2 heads' scores (the head count, 5 or 3, is odd: one zero-padded head), values
+    # and all three gradients against the einsum path, any leading batch axes.
+    batch, length, heads = np.prod(shape[:-3]), shape[-3], shape[-2]
+    monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 2 * batch * length**2)
     q, k, v, w = (jax.random.normal(jax.random.key(i), shape, dtype) for i in range(4))
 
     def loss(fn):
         return lambda *a: jnp.sum(fn(*a).astype(jnp.float32) * w)
 
     blocked = layers.fused_attention
-    rows = np.prod(shape[:-3]) * shape[-2]
-    assert rows % 2 and layers._head_group(rows, shape[-3]) == 2
+    assert heads % 2 and layers._head_group(batch, heads, length) == 2
     out, ref = blocked(q, k, v), layers.einsum_attention(q, k, v)
     assert out.dtype == dtype and out.shape == shape
     np.testing.assert_allclose(out.astype(jnp.float32), ref.astype(jnp.float32), atol=tol)
@@ -105,6 +105,36 @@ def test_head_blocked_attention_equals_einsum_attention(shape, dtype, tol, monke
         assert a.dtype == dtype
         scale = float(jnp.abs(b.astype(jnp.float32)).max())
         np.testing.assert_allclose(a.astype(jnp.float32), b.astype(jnp.float32), atol=tol * scale)
+
+
+def test_head_blocked_attention_keeps_a_sharded_batch_on_its_devices(monkeypatch):
+    # Data parallel (batch sharded as train.py shards it): each device attends over its own
+    # clips only. Folding the batch into the looped axis once made XLA all-gather q, k and v
+    # and run every device's attention on every device (2x slower on 2 host devices).
+    monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 2 * 4 * 16**2)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
+    sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    q, k, v = (
+        jax.device_put(jax.random.normal(jax.random.key(i), (4, 16, 6, 8)), sharded)
+        for i in range(3)
+    )
+    grad = jax.jit(
+        jax.value_and_grad(lambda *a: jnp.sum(layers.fused_attention(*a) ** 2), argnums=(0, 1, 2))
+    )
+    hlo = grad.lower(q, k, v).compile().as_text()
+    assert " while(" in hlo  # the blocked path, not einsum
+    collectives = ("all-gather(", "all-to-all(", "collective-permute(", "all-reduce(")
+    assert [c for c in collectives if c in hlo] == ["all-reduce("]  # the loss's sum only
+    (value, grads), (want, want_grads) = (
+        grad(q, k, v),
+        jax.value_and_grad(lambda *a: jnp.sum(layers.einsum_attention(*a) ** 2), argnums=(0, 1, 2))(
+            q, k, v
+        ),
+    )
+    np.testing.assert_allclose(value, want, rtol=1e-5)
+    for a, b in zip(grads, want_grads):
+        assert a.sharding.is_equivalent_to(sharded, a.ndim)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_fused_on_a_cpu_keeps_no_attention_matrix_for_its_backward_pass(monkeypatch):

@@ -80,27 +80,29 @@ _warned_fallback: set[str] = set()
 HEAD_BLOCK_SCORES = 3 << 19
 
 
+def _head_group(batch: int, heads: int, length: int) -> int:
+    """Heads per step (each with the whole batch): as many as `HEAD_BLOCK_SCORES` allows, split
+    evenly; at least one, however large the batch."""
+    per_step = max(1, min(heads, HEAD_BLOCK_SCORES // (batch * length * length)))
+    steps = -(-heads // per_step)
+    return -(-heads // steps)
+
+
 def _head_rows(x: jax.Array, group: int) -> jax.Array:
-    """`[N, L, H, D]` → `[steps, group, L, D]`, one (batch, head) pair per row, zero-padded."""
-    n, length, heads, dim = x.shape
-    rows = jnp.transpose(x, (0, 2, 1, 3)).reshape(n * heads, length, dim)
-    steps = -(-rows.shape[0] // group)
-    rows = jnp.pad(rows, ((0, steps * group - rows.shape[0]), (0, 0), (0, 0)))
-    return rows.reshape(steps, group, length, dim)
+    """`[N, L, H, D]` → `[steps, group, N, L, D]`: heads are looped over, zero-padded to whole
+    steps. The batch axis stays an axis of its own, so a batch sharded over devices stays
+    sharded (folding it into the looped axis made XLA gather every device's batch)."""
+    heads = x.shape[2]
+    rows = jnp.transpose(x, (2, 0, 1, 3))
+    steps = -(-heads // group)
+    rows = jnp.pad(rows, ((0, steps * group - heads),) + ((0, 0),) * 3)
+    return rows.reshape(steps, group, *rows.shape[1:])
 
 
-def _from_head_rows(rows: jax.Array, n: int, heads: int) -> jax.Array:
-    """Inverse of `_head_rows`: `[steps, group, L, D]` → `[N, L, H, D]`."""
-    length, dim = rows.shape[-2:]
-    rows = rows.reshape(-1, length, dim)[: n * heads].reshape(n, heads, length, dim)
-    return jnp.transpose(rows, (0, 2, 1, 3))
-
-
-def _head_group(rows: int, length: int) -> int:
-    """(Batch, head) pairs per step: as many as `HEAD_BLOCK_SCORES` allows, split evenly."""
-    per_step = max(1, min(rows, HEAD_BLOCK_SCORES // (length * length)))
-    steps = -(-rows // per_step)
-    return -(-rows // steps)
+def _from_head_rows(rows: jax.Array, heads: int) -> jax.Array:
+    """Inverse of `_head_rows`: `[steps, group, N, L, D]` → `[N, L, H, D]`."""
+    rows = rows.reshape(-1, *rows.shape[2:])[:heads]
+    return jnp.transpose(rows, (1, 2, 0, 3))
 
 
 def _matmul(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
@@ -109,13 +111,13 @@ def _matmul(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _scores(a: jax.Array, b: jax.Array) -> jax.Array:
-    return _matmul("gid,gjd->gij", a, b)
+    return _matmul("...id,...jd->...ij", a, b)
 
 
 def _blocked_forward(q, k, v):
     """Softmax attention, a few heads at a time: outputs and row log-sum-exps, as head rows."""
-    n, _, heads, dim = q.shape
-    group = _head_group(n * heads, q.shape[1])
+    n, length, heads, dim = q.shape
+    group = _head_group(n, heads, length)
     scaled = q / jnp.sqrt(dim).astype(q.dtype)
     rows = tuple(_head_rows(t, group) for t in (scaled, k, v))
 
@@ -125,7 +127,7 @@ def _blocked_forward(q, k, v):
         m = jnp.max(s, axis=-1, keepdims=True)
         p = jnp.exp(s - m)
         total = jnp.sum(p, axis=-1, keepdims=True)
-        o = _matmul("gqk,gkd->gqd", p, v)
+        o = _matmul("...qk,...kd->...qd", p, v)
         return (o / total).astype(v.dtype), (m + jnp.log(total))[..., 0]
 
     out, lse = jax.lax.map(step, rows)
@@ -137,42 +139,41 @@ def head_blocked_attention(query: jax.Array, key: jax.Array, value: jax.Array) -
     """Softmax attention over `[N, L, heads, head_dim]`, a few heads at a time (CPU fused path).
 
     Same arithmetic as `einsum_attention` (query scaled first, float32 softmax), but XLA:CPU
-    runs it as a loop over groups of (batch, head) pairs whose `[L, L]` scores fit in cache,
-    and the backward pass recomputes each group's probabilities from the stored row log-sum-exps
-    (flash attention's scheme) instead of keeping the `[N, heads, L, L]` matrix. On the 2-core CI
-    machine, `[2, 785, 12, 64]` inputs, forward + backward took ~154 ms against einsum's ~235
-    (torch's CPU flash attention: 110-142; experiments/README.md). Written with `lax.map`
-    because XLA:CPU has no fused attention kernel.
+    runs it as a loop over groups of heads (each with the whole batch) whose `[L, L]` scores fit
+    in cache, and the backward pass recomputes each group's probabilities from the stored row
+    log-sum-exps (flash attention's scheme) instead of keeping the `[N, heads, L, L]` matrix. On
+    the 2-core CI machine, `[2, 785, 12, 64]` inputs, forward + backward took ~154 ms against
+    einsum's ~235 (torch's CPU flash attention: 110-142; experiments/README.md). Written with
+    `lax.map` because XLA:CPU has no fused attention kernel.
     """
     return _blocked_fwd(query, key, value)[0]
 
 
 def _blocked_fwd(query, key, value):
-    n, _, heads, _ = query.shape
+    heads = query.shape[2]
     out, lse, (q, k, v) = _blocked_forward(query, key, value)
-    return _from_head_rows(out, n, heads), (q, k, v, out, lse)
+    return _from_head_rows(out, heads), (q, k, v, out, lse)
 
 
 def _blocked_bwd(residuals, d_out):
     q, k, v, out, lse = residuals
-    n, _, heads, _ = d_out.shape
-    group = q.shape[1]
-    d_out = _head_rows(d_out, group)
+    heads = d_out.shape[2]
+    d_out = _head_rows(d_out, q.shape[1])
     delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
 
     def step(args):
         # Keys on rows (the transposed problem) so that dK and dV are plain matmuls.
         q, k, v, do, lse, delta = args
-        p_t = jnp.exp(_scores(k, q) - lse[:, None, :])
-        ds_t = p_t * (_scores(v, do) - delta[:, None, :])
-        dv = _matmul("gkq,gqd->gkd", p_t, do).astype(v.dtype)
-        dk = _matmul("gkq,gqd->gkd", ds_t, q).astype(k.dtype)
-        dq = _matmul("gkq,gkd->gqd", ds_t, k).astype(q.dtype)
+        p_t = jnp.exp(_scores(k, q) - lse[..., None, :])
+        ds_t = p_t * (_scores(v, do) - delta[..., None, :])
+        dv = _matmul("...kq,...qd->...kd", p_t, do).astype(v.dtype)
+        dk = _matmul("...kq,...qd->...kd", ds_t, q).astype(k.dtype)
+        dq = _matmul("...kq,...kd->...qd", ds_t, k).astype(q.dtype)
         return dq, dk, dv
 
     dq, dk, dv = jax.lax.map(step, (q, k, v, d_out, lse, delta))
     dq = dq / jnp.sqrt(q.shape[-1]).astype(dq.dtype)
-    return tuple(_from_head_rows(t, n, heads) for t in (dq, dk, dv))
+    return tuple(_from_head_rows(t, heads) for t in (dq, dk, dv))
 
 
 head_blocked_attention.defvjp(_blocked_fwd, _blocked_bwd)
@@ -230,7 +231,7 @@ def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.A
                 )
     if out is None and jax.default_backend() == "cpu":
         n, length, heads, _ = q.shape
-        if _head_group(n * heads, length) < n * heads:
+        if _head_group(n, heads, length) < heads:
             out = head_blocked_attention(q, k, v)
         else:  # Every score matrix fits one step: nothing to block, and einsum is as fast.
             out = einsum_attention(q, k, v)
