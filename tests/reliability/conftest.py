@@ -18,6 +18,8 @@ import time
 import numpy as np
 import pytest
 
+from vivit_jax.cpu_tuning import KEEP_FREED_MEMORY_ENV
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT = 240  # Seconds for any one launch (a run takes ~15-60 s on 2 shared CPU cores).
 
@@ -33,7 +35,7 @@ class Launch:
 
     def __init__(self, args, *, devices: int, cache_dir: str, log_path: str):
         # As users run it: with `cpu_tuning.keep_freed_memory` (the suite's own process opts out).
-        env = {k: v for k, v in os.environ.items() if k != "VIVIT_JAX_KEEP_FREED_MEMORY"}
+        env = {k: v for k, v in os.environ.items() if k != KEEP_FREED_MEMORY_ENV}
         env.update(
             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
             JAX_PLATFORMS="cpu",
