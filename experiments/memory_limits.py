@@ -108,12 +108,15 @@ class Case:
         )
         return benchmark.traced_flops(self._step(counted), *self.abstract_inputs(x))
 
-    def run(self, compiled, x: int, steps_timed: int):
+    def run(self, compiled, x: int, steps_timed: int, log=print):
         """Runs the compiled step on real arrays; seconds of each timed step, last loss.
 
         Parameters are random normals of the initialiser's shapes (the step's cost does not
         depend on their values; this spares compiling the model's initialiser at this size).
+        Each phase is logged as it ends, so a run cut short by a time limit shows where it was.
         """
+        t0 = time.perf_counter()
+        log(f"  {self.args.search}={x}: running (making inputs and state)")
         shape = self.shape(x)
         rng = np.random.default_rng(0)
         batch = dict(
@@ -135,10 +138,12 @@ class Case:
                 step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params)
             )
 
-        state = make_state(jax.random.key(0))
+        state = jax.block_until_ready(make_state(jax.random.key(0)))
         key = jax.random.key(1)
+        log(f"  {self.args.search}={x}: state ready at {time.perf_counter() - t0:.1f} s")
         state, metrics = compiled(state, batch, key)  # first step: allocations settle
         jax.block_until_ready(metrics)
+        log(f"  {self.args.search}={x}: first step done at {time.perf_counter() - t0:.1f} s")
         times = []
         for _ in range(steps_timed):
             t = time.perf_counter()
@@ -189,9 +194,10 @@ def search(
         if fits:
             compiled_at[x] = compiled
         shown = f"{peak / 2**30:8.2f} GiB" if peak is not None else "compiler out of memory"
+        squeezed = " (squeezed by XLA's rematerialisation)" if fits and _squeezed(probes, x) else ""
         log(
-            f"  {case.args.search}={x:<6} peak {shown} {'fits' if fits else 'does not fit'} "
-            f"(compiled in {time.perf_counter() - t:.0f} s)"
+            f"  {case.args.search}={x:<6} peak {shown} {'fits' if fits else 'does not fit'}"
+            f"{squeezed} (compiled in {time.perf_counter() - t:.0f} s)"
         )
         return fits
 
@@ -206,6 +212,14 @@ def search(
     return lo, compiled_at, probes, True
 
 
+def _squeezed(probes, x) -> bool:
+    """Whether size x's peak is no larger than a smaller size's: XLA's own rematerialisation
+    pass (on by default on a GPU) recomputed activations to fit it under the limit. Such a size
+    fits but runs slower, and peaks from there on no longer grow along a line."""
+    peaks = dict(probes)
+    return any(s < x and b is not None and b >= peaks[x] for s, b in probes)
+
+
 def _bracket(probe, probes, limit, start, granularity, cap):
     """Doubling / extrapolation up, then interpolation inside the bracket; returns (lo, hi)."""
     lo = hi = None  # largest size that fits, smallest that does not
@@ -216,12 +230,13 @@ def _bracket(probe, probes, limit, start, granularity, cap):
             if x >= cap:
                 break
             fitted = sorted((s, b) for s, b in probes if b is not None and b <= limit)
-            if len(fitted) >= 2:  # extrapolate the line through the last two fitting sizes
+            if len(fitted) >= 2 and not _squeezed(probes, x):
+                # extrapolate the line through the last two fitting sizes
                 (x0, b0), (x1, b1) = fitted[-2:]
                 slope = (b1 - b0) / (x1 - x0)
                 guess = _round_down(x1 + (limit - b1) / slope, granularity) if slope > 0 else cap
                 x = min(cap, max(x1 + granularity, guess))
-            else:
+            else:  # first step, or a squeezed peak (the line says nothing there): double
                 x = min(cap, 2 * x)
         else:
             hi = x
@@ -237,7 +252,7 @@ def _bracket(probe, probes, limit, start, granularity, cap):
             return None, hi
     while hi is not None and hi - lo > granularity:  # narrow the bracket by interpolation
         b_lo, b_hi = dict(probes)[lo], dict(probes)[hi]
-        if b_hi is None:  # the compiler's own OOM: no size to interpolate with, bisect
+        if b_hi is None or _squeezed(probes, lo):  # no line to interpolate on: bisect
             guess = _round_down((lo + hi) / 2, granularity)
         else:
             guess = _round_down(lo + (limit - b_lo) * (hi - lo) / max(b_hi - b_lo, 1), granularity)
@@ -324,7 +339,9 @@ def main():
         ran = None
         for x in sorted(compiled_at, reverse=True):  # the estimate fits; confirm by running
             try:
-                times, loss = case.run(compiled_at[x], x, args.run_steps)
+                times, loss = case.run(
+                    compiled_at[x], x, args.run_steps, log=lambda s: print(s, flush=True)
+                )
                 ran = x
                 break
             except Exception as e:

@@ -6,6 +6,7 @@ runs keep the default).
 """
 
 import os
+import sys
 
 # Must happen before JAX initialises its backends.
 _flags = os.environ.get("XLA_FLAGS", "")
@@ -20,3 +21,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # process, which runs many different models one after another (tests/reliability's real
 # `vivit_jax.main` processes run with it).
 os.environ.setdefault("VIVIT_JAX_KEEP_FREED_MEMORY", "0")
+
+
+def pytest_runtest_logreport(report):
+    """With VIVIT_JAX_REPORT_FAILURES_NOW=1 (experiments/gpu_report.sh sets it), each failure's
+    traceback is written the moment the test fails, not in the end-of-run summary: a run cut by
+    a time limit (a short GPU lease) still shows why its tests failed."""
+    if report.failed and os.environ.get("VIVIT_JAX_REPORT_FAILURES_NOW") == "1":
+        sys.__stderr__.write(f"\n{report.nodeid} FAILED ({report.when}):\n{report.longreprtext}\n")
+        sys.__stderr__.flush()

@@ -166,9 +166,12 @@ def test_odd_lengths_padded_for_cudnn_keep_attention_and_its_gradients():
     loss = lambda fn: lambda *a: jnp.sum(jnp.sin(fn(*a)))  # noqa: E731
     padded = lambda *a: layers.even_length_attention(*a, implementation="xla")  # noqa: E731
     grads = lambda fn: jax.grad(loss(fn), argnums=(0, 1, 2))(q, k, v)  # noqa: E731
-    np.testing.assert_allclose(padded(q, k, v), jax.nn.dot_product_attention(q, k, v), atol=1e-6)
-    for a, b in zip(grads(padded), grads(jax.nn.dot_product_attention)):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+    # Full float32 matmuls: a GPU's default float32 precision (TF32) would blur the comparison.
+    with jax.default_matmul_precision("highest"):
+        expected = jax.nn.dot_product_attention(q, k, v)
+        np.testing.assert_allclose(padded(q, k, v), expected, atol=1e-6)
+        for a, b in zip(grads(padded), grads(jax.nn.dot_product_attention)):
+            np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="cuDNN is there on a GPU")

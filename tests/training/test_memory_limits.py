@@ -19,17 +19,21 @@ import memory_limits  # noqa: E402
 class FakeCase:
     """Peak bytes = base + per_unit * x (+ a quadratic term); `compile` returns a marker."""
 
-    def __init__(self, base, per_unit, quad=0.0, compiler_oom_above=None):
+    def __init__(self, base, per_unit, quad=0.0, compiler_oom_above=None, squeeze=None):
         self.args = types.SimpleNamespace(search="batch")
         self.base, self.per_unit, self.quad = base, per_unit, quad
         self.compiler_oom_above = compiler_oom_above
+        self.squeeze = squeeze  # (bytes, up to size): XLA's remat holds the peak at `bytes`
         self.compiled = []
 
     def compile(self, x):
         self.compiled.append(x)
         if self.compiler_oom_above is not None and x > self.compiler_oom_above:
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while compiling")
-        return f"exe{x}", int(self.base + self.per_unit * x + self.quad * x * x)
+        peak = int(self.base + self.per_unit * x + self.quad * x * x)
+        if self.squeeze and x <= self.squeeze[1]:
+            peak = min(peak, self.squeeze[0])
+        return f"exe{x}", peak
 
 
 def _truth(case, limit, g):
@@ -57,6 +61,20 @@ def test_search_finds_the_largest_fitting_multiple(case):
     assert any(x == best + g for x, _ in probes), "the next size up was never shown not to fit"
     if case.quad == 0 and case.compiler_oom_above is None:
         assert len(probes) <= 4
+
+
+def test_search_doubles_past_sizes_that_xla_squeezed_under_the_limit():
+    # As seen on an H100: past its natural limit XLA's rematerialisation holds the peak just
+    # under the limit (a larger size, a smaller peak), up to a point. The line through the last
+    # two peaks then slopes down; the search must not take that as "everything fits" and jump
+    # to the cap (a huge program whose compile outlasted the lease), but double and bisect.
+    case = FakeCase(1000, 10, squeeze=(7800, 1000))  # fits naturally up to 696, squeezed to 1000
+    best, _, probes, closed = memory_limits.search(
+        case, 8000, start=16, granularity=8, cap=4096, max_probes=14, log=lambda s: None
+    )
+    assert closed and best == 1000
+    assert max(x for x, _ in probes) <= 2 * 1000
+    assert memory_limits._squeezed(probes, 1000) and not memory_limits._squeezed(probes, 696)
 
 
 def test_search_stops_at_the_cap_and_when_nothing_fits():
