@@ -3,7 +3,7 @@
 #   1. the cuDNN flash-attention tests (fused == einsum, cuDNN really called, odd lengths, remat),
 #      each under its own time limit where pytest-timeout is installed (the GPU image has it),
 #   2. Model 1 training throughput / MFU with fused (cuDNN) attention, batch 8,
-#   3. the same with remat (on an H100, 2026-11-26, remat + cuDNN steps did not finish in time),
+#   3. the same with remat (on an H100, 2026-11-26, ViViT-B runs with remat did not finish),
 #   4. the largest Model 1 batch that fits (fused attention), its throughput / MFU,
 #   5. the largest factorised-encoder batch that fits (fused attention), its throughput / MFU,
 #   6. factorised-encoder throughput / MFU at batch 32,
