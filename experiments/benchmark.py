@@ -44,7 +44,7 @@ from jax.experimental import roofline
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vivit_jax import cpu_tuning, sharding, steps  # noqa: E402
+from vivit_jax import cpu_tuning, sharding, steps, train  # noqa: E402
 from vivit_jax.models import SIZES, create_model  # noqa: E402
 from vivit_jax.models.layers import ATTENTION_IMPLEMENTATIONS  # noqa: E402
 from vivit_jax.tools.summary import count_params  # noqa: E402
@@ -199,13 +199,11 @@ class JaxRunner:
             label=jnp.asarray(rng.integers(0, num_classes, shape[0]), jnp.int32),
             batch_mask=jnp.ones(shape[0], jnp.float32),
         )
-        params = jax.jit(lambda: self.model.init(jax.random.key(0), self.x, train=False))()
-        params = params["params"]
-        self.num_params = count_params(params)
         tx = optax.adamw(LEARNING_RATE)
-        self.state = steps.TrainState(
-            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params)
-        )
+        init = functools.partial(train._init_state, self.model, tx, shape[1:])  # as train.py
+        self.state = jax.jit(init)(jax.random.key(0))
+        params = self.state.params
+        self.num_params = count_params(params)
         self.rng = jax.random.key(1)
         loss_cfg = steps.LossConfig(num_classes=num_classes)
         step = train_step_fn(self.model, tx, loss_cfg)
