@@ -63,7 +63,7 @@ m1=(experiments/benchmark.py --variant=spacetime "${model[@]}" --frames="$frames
 stage m1-fused 60 $py "${m1[@]}" --attention=fused --json="$out/m1_batch8.json"
 stage m1-fused-remat 60 $py "${m1[@]}" --attention=fused --remat --json="$out/m1_batch8_remat.json"
 stage m1-largest-batch 130 $py experiments/memory_limits.py --search=batch --variant=spacetime \
-  "${model[@]}" --frames="$frames" --attention=fused --start=16 --granularity=8 "${limits[@]}" \
+  "${model[@]}" --frames="$frames" --attention=fused --start=32 --granularity=8 "${limits[@]}" \
   --json="$out/m1_batch.json"
 stage fe-largest-batch 120 $py experiments/memory_limits.py --search=batch \
   --variant=factorized_encoder "${model[@]}" --frames="$frames" --attention=fused --start=32 \
