@@ -231,10 +231,10 @@ def _bracket(probe, probes, limit, start, granularity, cap):
                 break
             fitted = sorted((s, b) for s, b in probes if b is not None and b <= limit)
             if len(fitted) >= 2 and not _squeezed(probes, x):
-                # extrapolate the line through the last two fitting sizes
+                # extrapolate the line through the last two fitting sizes (x is the larger, and
+                # not squeezed: its peak is above the other's)
                 (x0, b0), (x1, b1) = fitted[-2:]
-                slope = (b1 - b0) / (x1 - x0)
-                guess = _round_down(x1 + (limit - b1) / slope, granularity) if slope > 0 else cap
+                guess = _round_down(x1 + (limit - b1) * (x1 - x0) / (b1 - b0), granularity)
                 x = min(cap, max(x1 + granularity, guess))
             else:  # first step, or a squeezed peak (the line says nothing there): double
                 x = min(cap, 2 * x)
