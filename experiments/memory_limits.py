@@ -297,6 +297,7 @@ def main():
     if not limit:
         ap.error(f"{device} reports no memory limit: give --limit-gib")
     case = Case(args)
+    say = functools.partial(print, flush=True)  # progress shows even when a time limit cuts the run
     fixed = f"frames={args.frames}" if args.search == "batch" else f"batch={args.batch}"
     print(
         f"{device.device_kind}: allocator limit {limit / 2**30:.2f} GiB; {args.variant}-{args.size}"
@@ -311,7 +312,7 @@ def main():
         args.granularity,
         args.max,
         args.max_probes,
-        log=lambda s: print(s, flush=True),
+        log=say,
     )
     result = dict(
         device_kind=device.device_kind,
@@ -339,9 +340,7 @@ def main():
         ran = None
         for x in sorted(compiled_at, reverse=True):  # the estimate fits; confirm by running
             try:
-                times, loss = case.run(
-                    compiled_at[x], x, args.run_steps, log=lambda s: print(s, flush=True)
-                )
+                times, loss = case.run(compiled_at[x], x, args.run_steps, log=say)
                 ran = x
                 break
             except Exception as e:
