@@ -18,9 +18,11 @@ FLOPs are model FLOPs: `traced_flops` of the einsum-attention, no-remat program 
 attention kernel's work is not visible to a FLOP counter, and remat's recomputation is not model
 work).
 Runs alternate between runners (and frameworks), several repeats, each timed block after one
-untimed step of its runner (`--lead-in`), and report medians; nothing here asserts on time. On a
-CPU the process keeps freed memory as `vivit_jax.main` does (`--malloc=keep`; it applies to the
-peer in the same process too; `--malloc=default` for glibc's). Does not import TensorFlow.
+untimed step of its runner (`--lead-in`), and report medians; nothing here asserts on time. The
+peer runs in a process of its own with glibc's malloc defaults, driven step by step from this one
+(`PeerProcess`); on a CPU this process runs as `vivit_jax.main` does: it keeps freed memory
+(`--malloc=keep`) and restarts itself with malloc on transparent huge pages (`--huge-pages=on`).
+Does not import TensorFlow.
 """
 
 from __future__ import annotations
@@ -301,6 +303,78 @@ class TorchRunner:
             self.model(pixel_values=self.x)
 
 
+def _peer_worker(conn, p, shape):
+    """The peer's process: builds a `TorchRunner`, then runs one step per request."""
+    try:
+        runner = TorchRunner(p, shape)
+        conn.send(dict(attention=runner.attn, glibc_tunables=os.environ.get("GLIBC_TUNABLES", "")))
+        while (mode := conn.recv()) is not None:
+            getattr(runner, f"{mode}_step")()
+            conn.send("done")
+    except Exception as e:  # reported by the parent, which raises it
+        conn.send(f"{type(e).__name__}: {e}")
+
+
+class PeerProcess:
+    """The peer in a process of its own, driven step by step from this one (`measure` alternates
+    it with vivit_jax's runners as before; a step's time includes a pipe round trip, ~0.1 ms).
+
+    Each framework runs as its users run it: vivit_jax under `vivit_jax.main`'s process settings
+    (`--malloc`, `--huge-pages`), the peer under glibc's defaults (its environment is this one
+    without the huge-page tunable). In one shared process, glibc's huge-page tunable had made the
+    peer slower ((a) train 288 -> 328 ms) and its steps bimodal; and neither framework pays for
+    the other's use of memory any more.
+    """
+
+    name = TorchRunner.name
+    TIMEOUT_S = 3600
+
+    def __init__(self, p, shape):
+        import multiprocessing
+
+        tunables = os.environ.get("GLIBC_TUNABLES", "")
+        peer_tunables = ":".join(t for t in tunables.split(":") if t and "malloc.hugetlb" not in t)
+        ctx = multiprocessing.get_context(
+            "spawn"
+        )  # a fresh interpreter: no JAX threads, no mallopt
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_peer_worker, args=(child, p, shape), daemon=True)
+        os.environ["GLIBC_TUNABLES"] = peer_tunables  # the spawned interpreter's environment
+        try:
+            self._proc.start()
+        finally:
+            os.environ["GLIBC_TUNABLES"] = tunables
+            if not tunables:
+                del os.environ["GLIBC_TUNABLES"]
+        child.close()
+        self.info = self._receive()
+
+    def _receive(self):
+        if not self._conn.poll(self.TIMEOUT_S):
+            raise RuntimeError(f"the peer's process sent nothing for {self.TIMEOUT_S} s")
+        try:
+            out = self._conn.recv()
+        except EOFError:
+            raise RuntimeError(
+                f"the peer's process exited (code {self._proc.exitcode}); is torch installed?"
+            ) from None
+        if isinstance(out, str) and out != "done":
+            raise RuntimeError(f"the peer's process failed: {out}")
+        return out
+
+    def train_step(self):
+        self._conn.send("train")
+        self._receive()
+
+    def infer_step(self):
+        self._conn.send("infer")
+        self._receive()
+
+    def close(self):
+        self._conn.send(None)
+        self._proc.join(60)
+
+
 def _time(fn, n: int) -> float:
     t = time.perf_counter()
     for _ in range(n):
@@ -317,10 +391,10 @@ def measure(
     threads may keep spinning for a while after their work (OpenMP's and Eigen's wait
     policies), which would be charged to whichever runner comes next. (Not shown to matter
     here: the bimodal step times once seen in this benchmark came from glibc's huge-page
-    tunable, see experiments/README.md.) Each timed block also follows `lead_in` untimed steps
-    of its runner: a step that comes straight after the other framework's pays for that
-    framework's use of memory and caches (vivit_jax's first step after the peer's measured up to
-    50% slower on (c)), which a process running one framework never does.
+    tunable with both frameworks in one process, see experiments/README.md.) Each timed block
+    also follows `lead_in` untimed steps of its runner: a step that comes straight after the
+    other framework's pays for the caches (and, when both shared one process, the memory) that
+    framework used (vivit_jax's first step after the peer's measured up to 50% slower on (c)).
     """
     for r in runners:
         for _ in range(warmup):
@@ -374,7 +448,7 @@ def run_case(name, p, args, peak):
     flops = jax_runners[0].flops
     runners = list(jax_runners)
     if args.peer:
-        runners.append(TorchRunner(p, shape))
+        runners.append(PeerProcess(p, shape))
     row = dict(
         case=name,
         shape=list(shape),
@@ -410,6 +484,9 @@ def run_case(name, p, args, peak):
                     speedup_vs_peer=statistics.median(peer) / sec,
                 )
     row["peak_memory_bytes"] = peak_memory_bytes()
+    if args.peer:
+        runners[-1].close()
+        row["peer"] = runners[-1].info  # its attention implementation and glibc tunables
     return row
 
 
@@ -479,12 +556,23 @@ def main():
         "--malloc",
         default="keep",
         choices=["keep", "default"],
-        help="glibc malloc setting of this process (CPU), so of both frameworks: keep = keep "
-        "freed memory, as vivit_jax.main does (cpu_tuning.keep_freed_memory); default = glibc's",
+        help="glibc malloc setting of vivit_jax's process (CPU; the peer runs in its own with "
+        "glibc's defaults): keep = keep freed memory, as vivit_jax.main does "
+        "(cpu_tuning.keep_freed_memory); default = glibc's",
+    )
+    ap.add_argument(
+        "--huge-pages",
+        default="on",
+        choices=["on", "off"],
+        help="on: restart vivit_jax's process with malloc on transparent huge pages where that "
+        "helps, as vivit_jax.main does (cpu_tuning.restart_with_huge_pages); off: don't",
     )
     ap.add_argument("--lead-in", type=int, default=1, help="untimed steps before each timed block")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
+    if args.huge_pages == "off":
+        os.environ[cpu_tuning.HUGE_PAGES_ENV] = "0"
+    cpu_tuning.restart_with_huge_pages()  # before JAX starts; the restart parses these flags again
     args.devices = [int(n) for n in args.devices.split(",")]
     args.attention = args.attention.split(",")
     for a in args.attention:
@@ -545,6 +633,7 @@ def main():
                     device_kind=jax.devices()[0].device_kind,
                     xla_flags=os.environ.get("XLA_FLAGS", ""),
                     glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
+                    huge_pages=args.huge_pages,
                     malloc=args.malloc,
                     keep_freed_memory=args.keep_freed_memory,
                     rows=rows,

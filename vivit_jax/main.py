@@ -18,6 +18,8 @@ and SLURM) or `--coordinator_address=host:port --num_processes=N --process_id=i`
 
 from __future__ import annotations
 
+import os
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -65,6 +67,12 @@ def main(argv) -> None:
     from vivit_jax import cpu_tuning
 
     cpu_tuning.keep_freed_memory()
+    if cpu_tuning.HUGE_PAGES_TUNABLE in os.environ.get("GLIBC_TUNABLES", ""):
+        logging.info(
+            "malloc on transparent huge pages (GLIBC_TUNABLES=%s; %s=0 to run without).",
+            os.environ["GLIBC_TUNABLES"],
+            cpu_tuning.HUGE_PAGES_ENV,
+        )
     if _MODE.value == "train":
         if _CHECKPOINT.value:
             raise app.UsageError(
@@ -87,4 +95,7 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    from vivit_jax import cpu_tuning
+
+    cpu_tuning.restart_with_huge_pages()  # first: it may restart this process (CPU runs)
     app.run(main)

@@ -93,3 +93,98 @@ def test_keep_freed_memory_stops_refaulting_a_reused_block():
 )
 def test_keep_freed_memory_only_on_the_cpu_without_opt_out(backend, env):
     assert cpu_tuning.keep_freed_memory(backend, environ=env) is False
+
+
+def _thp_file(tmp_path, mode: str) -> str:
+    path = tmp_path / "enabled"
+    path.write_text(" ".join(f"[{m}]" if m == mode else m for m in ("always", "madvise", "never")))
+    return str(path)
+
+
+@pytest.fixture
+def glibc_2_36(monkeypatch):
+    monkeypatch.setattr(cpu_tuning, "_glibc_version", lambda: (2, 36))
+
+
+def test_huge_pages_restart_environment_adds_the_tunable_to_the_users(tmp_path, glibc_2_36):
+    env = {"JAX_PLATFORMS": "cpu", "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1", "A": "b"}
+    out = cpu_tuning.huge_pages_environ(env, _thp_file(tmp_path, "madvise"))
+    assert out == {**env, "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1:glibc.malloc.hugetlb=1"}
+    out = cpu_tuning.huge_pages_environ({"JAX_PLATFORMS": "cpu"}, _thp_file(tmp_path, "madvise"))
+    assert out["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+
+
+@pytest.mark.parametrize(
+    "env,mode",
+    [
+        ({cpu_tuning.HUGE_PAGES_ENV: "0"}, "madvise"),
+        ({cpu_tuning.OPT_OUT_ENV: "off"}, "madvise"),
+        ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "madvise"),  # the user's choice (or done)
+        ({}, "always"),  # every process gets huge pages anyway
+        ({}, "never"),
+        ({}, None),  # no transparent huge pages in this kernel
+        ({"JAX_PLATFORMS": "cuda,cpu"}, "madvise"),
+    ],
+)
+def test_no_huge_pages_restart_when_there_is_nothing_to_gain(tmp_path, glibc_2_36, env, mode):
+    thp = _thp_file(tmp_path, mode) if mode else str(tmp_path / "missing")
+    assert cpu_tuning.huge_pages_environ({"JAX_PLATFORMS": "cpu", **env}, thp) is None
+
+
+def test_no_huge_pages_restart_before_glibc_2_35(tmp_path, monkeypatch):
+    monkeypatch.setattr(cpu_tuning, "_glibc_version", lambda: (2, 31))
+    assert (
+        cpu_tuning.huge_pages_environ({"JAX_PLATFORMS": "cpu"}, _thp_file(tmp_path, "madvise"))
+        is None
+    )
+
+
+def test_an_installed_accelerator_plugin_means_no_restart(tmp_path, glibc_2_36, monkeypatch):
+    madvise = _thp_file(tmp_path, "madvise")
+    assert cpu_tuning.huge_pages_environ({}, madvise) is not None or pytest.skip(
+        "a JAX accelerator plugin is installed here"
+    )
+    (tmp_path / "jax_plugins").mkdir()  # a namespace package, as the CUDA plugins install
+    (tmp_path / "jax_plugins" / "xla_cuda13").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert cpu_tuning.huge_pages_environ({}, madvise) is None
+
+
+# Runs the restart, then maps and touches a 64 MiB malloc block; prints what the process saw.
+_RESTART = textwrap.dedent(
+    """
+    import ctypes, ctypes.util, json, os, re
+    print("started", os.getpid(), flush=True)
+    from vivit_jax import cpu_tuning
+    cpu_tuning.restart_with_huge_pages()
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.malloc.restype = ctypes.c_void_p
+    block = libc.malloc(64 << 20)
+    ctypes.memset(block, 1, 64 << 20)
+    with open("/proc/self/smaps_rollup") as f:
+        huge_kib = int(re.search(r"AnonHugePages:\\s+(\\d+) kB", f.read()).group(1))
+    print(json.dumps(dict(tunables=os.environ.get("GLIBC_TUNABLES", ""), huge_kib=huge_kib)))
+    """
+)
+
+
+@pytest.mark.parametrize("opt_out", [False, True])
+def test_restart_puts_malloc_on_huge_pages_in_the_same_process(opt_out):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIVIT_JAX_")}
+    env.update(JAX_PLATFORMS="cpu", **({cpu_tuning.HUGE_PAGES_ENV: "0"} if opt_out else {}))
+    env.pop("GLIBC_TUNABLES", None)
+    if not opt_out and cpu_tuning.huge_pages_environ(env) is None:
+        pytest.skip("this machine's kernel or glibc gives nothing to restart for")
+    out = subprocess.run(
+        [sys.executable, "-c", _RESTART], env=env, capture_output=True, text=True, check=True
+    )
+    lines = out.stdout.strip().splitlines()
+    started = [line for line in lines if line.startswith("started")]
+    seen = json.loads(lines[-1])
+    if opt_out:
+        assert len(started) == 1 and seen["tunables"] == ""
+        assert seen["huge_kib"] < 2048  # the kernel gave the block no huge page
+    else:
+        assert len(started) == 2 and len(set(started)) == 1  # restarted once, as the same process
+        assert seen["tunables"] == cpu_tuning.HUGE_PAGES_TUNABLE
+        assert seen["huge_kib"] >= 32 << 10  # at least half of the block on 2 MiB pages

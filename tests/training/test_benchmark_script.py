@@ -1,15 +1,24 @@
 """`experiments/benchmark.py` runs end to end on a tiny model and writes its JSON."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 
+from vivit_jax import cpu_tuning
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+PEER = all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
+
+
 def test_benchmark_writes_every_runner_and_mode(tmp_path):
+    """Also, where torch is installed (CI installs it), the peer in its own process."""
     out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIVIT_JAX_")}
+    env.pop("GLIBC_TUNABLES", None)
     cmd = [
         sys.executable,
         os.path.join(ROOT, "experiments", "benchmark.py"),
@@ -25,8 +34,8 @@ def test_benchmark_writes_every_runner_and_mode(tmp_path):
         "--devices=1,2",
         "--xla-cpu-options=both",
         f"--json={out}",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    ] + (["--peer"] if PEER else [])
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert set(report["matmul_peaks"]) == {"vivit_jax", "vivit_jax[jaxlib defaults]"}
@@ -43,7 +52,13 @@ def test_benchmark_writes_every_runner_and_mode(tmp_path):
         for m in row[mode].values():
             assert m["step_s"] > 0 and m["min_step_s"] <= m["step_s"]
             assert 0 < m["fraction_of_matmul_peak"] < 10
+            assert ("speedup_vs_peer" in m) == PEER
     assert "train" in proc.stdout and "x2 devices" in proc.stdout
+    # As vivit_jax.main: restarted with malloc on huge pages where that helps; the peer not.
+    huge_pages = cpu_tuning.huge_pages_environ(env) is not None
+    assert (cpu_tuning.HUGE_PAGES_TUNABLE in report["glibc_tunables"]) == huge_pages
+    if PEER:
+        assert row["peer"]["glibc_tunables"] == ""
 
 
 def test_benchmark_imports_without_tensorflow():
