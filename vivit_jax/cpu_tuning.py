@@ -17,6 +17,12 @@ straight back to the kernel, and every step then page-faults its working set in 
 faults per (b) training step). Asking glibc to keep freed memory cut that to 186k and the step
 from 2896 to 2588 ms (experiments/README.md). It is a process-wide setting, so library calls
 never make it; the same opt-out applies, or `VIVIT_JAX_KEEP_FREED_MEMORY=0` for it alone.
+(Measured again in stop 15, in separate processes: it no longer changes the faults of a step,
+which come from XLA's worker threads' malloc arenas; kept, as it costs nothing measurable.)
+
+`restart_with_huge_pages()`, the third: the same temporaries on transparent huge pages, which
+glibc asks for only when a tunable is set at process start, hence a restart of the command line
+(`VIVIT_JAX_HUGE_PAGES=0` to skip it).
 """
 
 from __future__ import annotations
@@ -160,8 +166,8 @@ def restart_with_huge_pages() -> None:
     maps afresh every step; with glibc's `glibc.malloc.hugetlb=1` (it `madvise`s its memory for
     transparent huge pages, which a kernel in 'madvise' mode, the common default, gives only to
     regions that ask) a step faults 2 MiB pages instead of 4 KiB ones, about 300 times fewer
-    faults, and misses the TLB less: the (a) benchmark's training step took 206–247 instead of
-    236–353 ms, (b)'s 2420–2485 instead of 2558–2789 ms (experiments/README.md). The tunable is
+    faults, and misses the TLB less: the benchmark configs' training steps are 15–20% shorter
+    ((b): 2874 -> 2409 ms, experiments/README.md). The tunable is
     read only when a process starts, so it cannot be set from Python for the running process:
     hence the restart. Call it first thing in a `__main__` (`vivit_jax.main`, the benchmark),
     never from library code; it returns without restarting when `huge_pages_environ` says there
