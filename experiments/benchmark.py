@@ -334,9 +334,8 @@ class PeerProcess:
 
         tunables = os.environ.get("GLIBC_TUNABLES", "")
         peer_tunables = ":".join(t for t in tunables.split(":") if t and "malloc.hugetlb" not in t)
-        ctx = multiprocessing.get_context(
-            "spawn"
-        )  # a fresh interpreter: no JAX threads, no mallopt
+        # "spawn": a fresh interpreter, without this one's JAX threads and malloc settings.
+        ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_peer_worker, args=(child, p, shape), daemon=True)
         os.environ["GLIBC_TUNABLES"] = peer_tunables  # the spawned interpreter's environment

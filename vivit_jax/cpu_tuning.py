@@ -167,11 +167,11 @@ def restart_with_huge_pages() -> None:
     transparent huge pages, which a kernel in 'madvise' mode, the common default, gives only to
     regions that ask) a step faults 2 MiB pages instead of 4 KiB ones, about 300 times fewer
     faults, and misses the TLB less: the benchmark configs' training steps are 15–20% shorter
-    ((b): 2874 -> 2409 ms, experiments/README.md). The tunable is
-    read only when a process starts, so it cannot be set from Python for the running process:
-    hence the restart. Call it first thing in a `__main__` (`vivit_jax.main`, the benchmark),
-    never from library code; it returns without restarting when `huge_pages_environ` says there
-    is nothing to do, and the restarted process finds the tunable set and carries on.
+    ((b): 2874 -> 2409 ms, experiments/README.md). The tunable is read only when a process
+    starts, so it cannot be set from Python for the running process: hence the restart. Call it
+    first thing in a `__main__` (`vivit_jax.main`, the benchmark), never from library code; it
+    returns without restarting when `huge_pages_environ` says there is nothing to do, and the
+    restarted process finds the tunable set and carries on.
     """
     env = huge_pages_environ()
     if env is None:
