@@ -333,7 +333,9 @@ class PeerProcess:
         import multiprocessing
 
         tunables = os.environ.get("GLIBC_TUNABLES", "")
-        peer_tunables = ":".join(t for t in tunables.split(":") if t and "malloc.hugetlb" not in t)
+        peer_tunables = ":".join(
+            t for t in tunables.split(":") if t and cpu_tuning.HUGE_PAGES_TUNABLE_NAME not in t
+        )
         # "spawn": a fresh interpreter, without this one's JAX threads and malloc settings.
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()

@@ -98,7 +98,8 @@ def keep_freed_memory(backend: str | None = None, environ=os.environ) -> bool:
 
 # Transparent huge pages for malloc (glibc >= 2.35): `restart_with_huge_pages`.
 HUGE_PAGES_ENV = "VIVIT_JAX_HUGE_PAGES"
-HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+HUGE_PAGES_TUNABLE_NAME = "glibc.malloc.hugetlb"
+HUGE_PAGES_TUNABLE = f"{HUGE_PAGES_TUNABLE_NAME}=1"
 THP_ENABLED_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
@@ -148,7 +149,7 @@ def huge_pages_environ(
     if _opted_out(environ) or _opted_out(environ, HUGE_PAGES_ENV):
         return None
     tunables = environ.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb" in tunables:
+    if HUGE_PAGES_TUNABLE_NAME in tunables:
         return None
     if _thp_mode(thp_enabled_file) != "madvise":
         return None
