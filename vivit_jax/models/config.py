@@ -3,7 +3,7 @@
 The keys are Scenic's `config.model` keys, so an original ViViT config works unchanged. Keys the
 original reads with `.get(key, default)` get that default here; three keys are ours and only
 change speed or memory, never the numerics of the float32 default:
-`attention_implementation` ('einsum' | 'fused'), `remat` (bool).
+`attention_implementation` ('einsum' | 'fused'), `remat` (bool), `last_block_cls_only` (bool).
 """
 
 from __future__ import annotations
@@ -67,6 +67,10 @@ def default_model_config() -> ml_collections.ConfigDict:
     # Ours: speed and memory switches.
     c.attention_implementation = "einsum"
     c.remat = False
+    # With the token classifier, an encoder's last block computes the class token alone (the
+    # other tokens' outputs are never read): same logits, ~7% fewer FLOPs for ViViT-B Model 1.
+    # False runs every token through every block, as the original (and the paper's FLOP counts).
+    c.last_block_cls_only = True
     return c
 
 
@@ -90,6 +94,8 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
         f"model.classifier='token' is not supported by model.attention_config.type={att!r} "
         "(there is no single sequence to prepend a CLS token to); use 'gap'.",
     )
+    for key in ("remat", "last_block_cls_only"):
+        require(isinstance(c[key], bool), f"model.{key} must be True or False, got {c[key]!r}.")
     if att == "factorized_encoder":
         stacks = {
             "model.spatial_transformer": c.spatial_transformer,

@@ -216,7 +216,7 @@ def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.A
     k, _ = _flatten_batch(key, 3)
     v, _ = _flatten_batch(value, 3)
     out = None
-    if fused_backend(q.dtype) == "cudnn":
+    if fused_backend(q.dtype) == "cudnn" and q.shape[1] == k.shape[1]:
         try:
             out = even_length_attention(q, k, v)
         except (NotImplementedError, RuntimeError) as e:
@@ -229,6 +229,10 @@ def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.A
                     q.dtype,
                     e,
                 )
+    if out is None and q.shape[1] != k.shape[1]:
+        # A few queries against all keys (the class token in an encoder's last block): the
+        # scores are [.., heads, n, L], small on any device, so the einsum path is enough.
+        out = einsum_attention(q, k, v)
     if out is None and jax.default_backend() == "cpu":
         n, length, heads, _ = q.shape
         if _head_group(n, heads, length) < heads:
@@ -295,7 +299,11 @@ class MultiHeadDotProductAttention(nn.Module):
     attention_fn: Callable[..., jax.Array] | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, *, deterministic: bool, query_tokens: int | None = None
+    ) -> jax.Array:
+        """Attends from every token of `[..., L, D]` `x`, or from its first `query_tokens` only
+        (to all `L` keys), giving `[..., query_tokens, D]`."""
         features = x.shape[-1]
         if features % self.num_heads:
             raise ValueError(
@@ -309,7 +317,8 @@ class MultiHeadDotProductAttention(nn.Module):
             dtype=self.dtype,
             name=name,
         )
-        query, key, value = dense("query")(x), dense("key")(x), dense("value")(x)
+        queries = x if query_tokens is None else x[..., :query_tokens, :]
+        query, key, value = dense("query")(queries), dense("key")(x), dense("value")(x)
         needs_rng = not deterministic and self.dropout_rate > 0.0
         kwargs = dict(
             dropout_rate=self.dropout_rate,
@@ -381,6 +390,10 @@ class EncoderBlock(nn.Module):
       dtype: Compute dtype.
       attention_implementation: See `MultiHeadDotProductAttention.implementation`.
       attention_fn: Optional attention core (Model 4's factorised dot-product attention).
+      output_tokens: Compute the outputs of the first `output_tokens` tokens only (all tokens
+        still serve as keys and values): `[..., L, D]` → `[..., output_tokens, D]`. The same
+        numbers as slicing the full block's output, for a fraction of its work; an encoder's last
+        block uses it when only the class token is read. `None`: every token.
     """
 
     mlp_dim: int
@@ -391,9 +404,12 @@ class EncoderBlock(nn.Module):
     dtype: Dtype = jnp.float32
     attention_implementation: str = "einsum"
     attention_fn: Callable[..., jax.Array] | None = None
+    output_tokens: int | None = None
 
     @nn.compact
     def __call__(self, inputs: jax.Array, deterministic: bool) -> jax.Array:
+        if self.output_tokens is not None and self.attention_fn is not None:
+            raise ValueError("output_tokens needs the standard attention core (Models 1 and 2).")
         x = nn.LayerNorm(dtype=self.dtype)(inputs)
         x = MultiHeadDotProductAttention(
             num_heads=self.num_heads,
@@ -401,7 +417,9 @@ class EncoderBlock(nn.Module):
             dtype=self.dtype,
             implementation=self.attention_implementation,
             attention_fn=self.attention_fn,
-        )(x, deterministic=deterministic)
+        )(x, deterministic=deterministic, query_tokens=self.output_tokens)
+        if self.output_tokens is not None:
+            inputs = inputs[..., : self.output_tokens, :]
         x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
         x = drop_path(self, x, self.droplayer_p, deterministic) + inputs
 

@@ -59,8 +59,21 @@ class Encoder(nn.Module):
     remat: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool, temporal_dims: int | None = None) -> jax.Array:
-        """Encodes `[..., N, D]` tokens; Models 3/4 also need `temporal_dims` (= nt)."""
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        train: bool,
+        temporal_dims: int | None = None,
+        output_tokens: int | None = None,
+    ) -> jax.Array:
+        """Encodes `[..., N, D]` tokens; Models 3/4 also need `temporal_dims` (= nt).
+
+        With `output_tokens=n` (Models 1 and 2) the result is `[..., n, D]`, the first n tokens'
+        encodings: the last block computes only those (its other outputs would be discarded).
+        """
+        if output_tokens is not None and self.attention_type in config_lib.FACTORISED_ATTENTION:
+            raise ValueError(f"output_tokens is not supported by {self.attention_type!r}.")
         x = AddPositionEmbs(name="posembed_input")(x)
         x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=not train)
         x = x.astype(self.dtype)
@@ -84,6 +97,11 @@ class Encoder(nn.Module):
             block_cls = nn.remat(block_cls, static_argnums=(2,))
 
         for i in range(self.num_layers):
+            last = (
+                {"output_tokens": output_tokens}
+                if output_tokens and i == self.num_layers - 1
+                else {}
+            )
             x = block_cls(
                 mlp_dim=self.mlp_dim,
                 num_heads=self.num_heads,
@@ -93,8 +111,10 @@ class Encoder(nn.Module):
                 dtype=self.dtype,
                 attention_implementation=self.attention_implementation,
                 name=f"encoderblock_{i}",
+                **last,
             )(x, not train)
-        x = x.reshape(flat_shape)
+        if output_tokens is None:
+            x = x.reshape(flat_shape)
         return nn.LayerNorm(name="encoder_norm")(x)
 
 
@@ -148,7 +168,11 @@ class ViViT(nn.Module):
         x = tokens.reshape(b, nt * nh * nw, d)  # frame-major token order
         if c.classifier == "token":
             x = _prepend_cls(self, x, "cls")
-        x = _encoder(c, c, self.dtype, name="Transformer")(x, train=train, temporal_dims=nt)
+        # Only the class token is read after the encoder: its last block need compute no other.
+        cls_only = _last_block_cls_only(c) and not c.return_preclassifier
+        x = _encoder(c, c, self.dtype, name="Transformer")(
+            x, train=train, temporal_dims=nt, output_tokens=1 if cls_only else None
+        )
         if c.return_preclassifier:
             return x
         return _head(_pool(x, c.classifier), self.num_classes, c)
@@ -182,8 +206,9 @@ class SpaceTimeViViT(nn.Module):
         x = tokens.reshape(b, nt, nh * nw, d)
         if c.classifier == "token":
             x = _prepend_cls(self, x, "cls_SpatialTransformer")
+        cls_only = 1 if _last_block_cls_only(c) else None
         x = _encoder(c, c.spatial_transformer, self.dtype, name="SpatialTransformer")(
-            x, train=train
+            x, train=train, output_tokens=cls_only
         )
         x = _pool(x, c.classifier)  # [B, T, D]
         if c.attention_config.spatial_only_baseline:
@@ -192,10 +217,15 @@ class SpaceTimeViViT(nn.Module):
             if c.classifier == "token":
                 x = _prepend_cls(self, x, "cls_TemporalTransformer")
             x = _encoder(c, c.temporal_transformer, self.dtype, name="TemporalTransformer")(
-                x, train=train
+                x, train=train, output_tokens=cls_only
             )
             x = _pool(x, c.classifier)
         return _head(x, self.num_classes, c)
+
+
+def _last_block_cls_only(c: ml_collections.ConfigDict) -> bool:
+    """Whether only the class token is read after an encoder (see `model.last_block_cls_only`)."""
+    return c.classifier == "token" and c.last_block_cls_only
 
 
 def _tokenize(c: ml_collections.ConfigDict, x: jax.Array, dtype: Dtype) -> jax.Array:
