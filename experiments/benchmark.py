@@ -16,7 +16,8 @@ float32 (or bf16) matrix-multiply peak, measured in the same run, and as model F
 (MFU) against the device's datasheet peak where it is known (`--peak-tflops` to give one).
 FLOPs are model FLOPs: `traced_flops` of the einsum-attention, no-remat program (a fused
 attention kernel's work is not visible to a FLOP counter, and remat's recomputation is not model
-work).
+work). That program's last block computes the class token alone (`model.last_block_cls_only`),
+so the work it skips is not counted either (the paper's tables count every token).
 Runs alternate between runners (and frameworks), several repeats, each timed block after one
 untimed step of its runner (`--lead-in`), and report medians; nothing here asserts on time. The
 peer runs in a process of its own with glibc's malloc defaults, driven step by step from this one
@@ -70,7 +71,15 @@ PRESETS = {
 
 
 def model_config(
-    variant: str, hidden, layers, heads, mlp, attention="einsum", remat=False, classifier="token"
+    variant: str,
+    hidden,
+    layers,
+    heads,
+    mlp,
+    attention="einsum",
+    remat=False,
+    classifier="token",
+    last_block_cls_only=True,
 ):
     c = dict(
         attention_config=dict(type=variant),
@@ -85,6 +94,7 @@ def model_config(
         attention_dropout_rate=0.0,
         attention_implementation=attention,
         remat=remat,
+        last_block_cls_only=last_block_cls_only,
     )
     if variant == "factorized_encoder":
         c["spatial_transformer"] = dict(num_layers=layers, num_heads=heads, mlp_dim=mlp)
@@ -211,7 +221,8 @@ class JaxRunner:
         step = train_step_fn(self.model, tx, loss_cfg)
         forward = lambda p, v: self.model.apply({"params": p}, v, train=False)  # noqa: E731
         # Model FLOPs (`model_flops_config`) of the whole batch, from the unpartitioned programs;
-        # the same for every runner of a case, so only one of them lowers them.
+        # the same for every runner of a case with the same `last_block_cls_only`, so only one
+        # of those lowers them (`run_case`).
         self.flops = None
         if count_flops:
             counted = create_model(model_flops_config(cfg), num_classes, dtype=dtype)
@@ -419,8 +430,9 @@ def peak_memory_bytes() -> int | None:
 def run_case(name, p, args, peak):
     shape = (p["batch"], p["frames"], p["resolution"], p["resolution"], 3)
     jax_runners = []
-    for n, attention, (label, options) in itertools.product(
-        args.devices, args.attention, _option_sets(args.xla_cpu_options).items()
+    flops = {}  # by --last-block value: the runners' model FLOPs differ only by it
+    for n, attention, last_block, (label, options) in itertools.product(
+        args.devices, args.attention, args.last_block, _option_sets(args.xla_cpu_options).items()
     ):
         cfg = model_config(
             p.get("variant", "spacetime"),
@@ -431,22 +443,24 @@ def run_case(name, p, args, peak):
             attention,
             args.remat,
             p.get("classifier", "token"),
+            last_block_cls_only=last_block == "cls",
         )
         if len(args.attention) > 1:
             label += f" {attention}"
-        jax_runners.append(
-            JaxRunner(
-                cfg,
-                p["classes"],
-                shape,
-                args.dtype,
-                name=label + ("" if n == 1 else f" x{n} devices"),
-                compiler_options=options,
-                devices=n,
-                count_flops=not jax_runners,
-            )
+        if len(args.last_block) > 1:
+            label += f" last block: {last_block}"
+        runner = JaxRunner(
+            cfg,
+            p["classes"],
+            shape,
+            args.dtype,
+            name=label + ("" if n == 1 else f" x{n} devices"),
+            compiler_options=options,
+            devices=n,
+            count_flops=last_block not in flops,
         )
-    flops = jax_runners[0].flops
+        runner.flops = flops.setdefault(last_block, runner.flops)
+        jax_runners.append(runner)
     runners = list(jax_runners)
     if args.peer:
         runners.append(PeerProcess(p, shape))
@@ -471,11 +485,12 @@ def run_case(name, p, args, peak):
                 min_step_s=min(times[r.name]),
                 repeats_s=times[r.name],
                 clips_per_s=shape[0] / sec,
-                tflops_per_s=flops[mode] / sec / 1e12,
-                fraction_of_matmul_peak=flops[mode] / sec / peak,
+                model_flops=r.flops[mode],
+                tflops_per_s=r.flops[mode] / sec / 1e12,
+                fraction_of_matmul_peak=r.flops[mode] / sec / peak,
             )
             if args.peak_flops:
-                m["mfu"] = flops[mode] / sec / args.peak_flops
+                m["mfu"] = r.flops[mode] / sec / args.peak_flops
             if args.peer:
                 peer = times[TorchRunner.name]
                 m.update(
@@ -532,6 +547,12 @@ def main():
         help="einsum, fused, or both as einsum,fused (alternating runners in one run)",
     )
     ap.add_argument(
+        "--last-block",
+        default="cls",
+        help="cls: the last block computes the class token alone (model.last_block_cls_only, "
+        "the default); all: every token; cls,all: both side by side",
+    )
+    ap.add_argument(
         "--peak-tflops",
         type=float,
         default=0.0,
@@ -576,6 +597,9 @@ def main():
     cpu_tuning.restart_with_huge_pages()  # before JAX starts; the restart parses these flags again
     args.devices = [int(n) for n in args.devices.split(",")]
     args.attention = args.attention.split(",")
+    args.last_block = args.last_block.split(",")
+    if not set(args.last_block) <= {"cls", "all"}:
+        ap.error(f"--last-block={','.join(args.last_block)!r}: expected cls, all or cls,all")
     for a in args.attention:
         if a not in ATTENTION_IMPLEMENTATIONS:
             ap.error(f"--attention={a!r}: expected one of {ATTENTION_IMPLEMENTATIONS}")

@@ -33,6 +33,7 @@ def test_benchmark_writes_every_runner_and_mode(tmp_path):
         "--warmup=0",
         "--devices=1,2",
         "--xla-cpu-options=both",
+        "--last-block=cls,all",
         f"--json={out}",
     ] + (["--peer"] if PEER else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
@@ -42,17 +43,21 @@ def test_benchmark_writes_every_runner_and_mode(tmp_path):
     assert report["matmul_peak_flops"] == max(report["matmul_peaks"].values()) > 0
     (row,) = report["rows"]
     runners = {
-        "vivit_jax",
-        "vivit_jax[jaxlib defaults]",
-        "vivit_jax x2 devices",
-        "vivit_jax[jaxlib defaults] x2 devices",
+        f"vivit_jax{options} last block: {last}{devices}"
+        for options in ("", "[jaxlib defaults]")
+        for last in ("cls", "all")
+        for devices in ("", " x2 devices")
     }
     for mode in ("train", "infer"):
         assert set(row[mode]) == runners
-        for m in row[mode].values():
+        for name, m in row[mode].items():
             assert m["step_s"] > 0 and m["min_step_s"] <= m["step_s"]
             assert 0 < m["fraction_of_matmul_peak"] < 10
             assert ("speedup_vs_peer" in m) == PEER
+            # Each runner's FLOPs are its own program's: the class-token-only last block less.
+            other = row[mode][name.replace("last block: cls", "last block: all")]
+            if "last block: cls" in name:
+                assert m["model_flops"] < 0.9 * other["model_flops"]
     assert "train" in proc.stdout and "x2 devices" in proc.stdout
     # As vivit_jax.main: restarted with malloc on huge pages where that helps; the peer not.
     huge_pages = cpu_tuning.huge_pages_environ(env) is not None
