@@ -49,8 +49,7 @@ def test_block_output_tokens_need_the_standard_attention_core():
 
 CASES = [
     ("spacetime", {}),
-    ("spacetime", {"remat": True}),
-    ("spacetime", {"attention_implementation": "fused", "representation_size": 24}),
+    ("spacetime", {"remat": True, "attention_implementation": "fused", "representation_size": 24}),
     ("factorized_encoder", {}),
     ("factorized_encoder", {"attention_config": {"spatial_only_baseline": True}}),
 ]
