@@ -211,12 +211,17 @@ def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.A
     (head dim a multiple of 8 and at most 128, or 256 on Hopper; cuDNN present) while tracing
     and raises; then this falls back to XLA's implementation, with one warning per reason. On a
     CPU it runs `head_blocked_attention` (or the einsum path where all scores fit one block).
+    Fewer queries than keys (a class-token-only last block) take the einsum path everywhere.
     """
     q, lead = _flatten_batch(query, 3)
     k, _ = _flatten_batch(key, 3)
     v, _ = _flatten_batch(value, 3)
     out = None
-    if fused_backend(q.dtype) == "cudnn" and q.shape[1] == k.shape[1]:
+    if q.shape[1] != k.shape[1]:
+        # A few queries against all keys (the class token in an encoder's last block): the
+        # scores are [.., heads, n, L], small on any device, so the einsum path is enough.
+        out = einsum_attention(q, k, v)
+    elif fused_backend(q.dtype) == "cudnn":
         try:
             out = even_length_attention(q, k, v)
         except (NotImplementedError, RuntimeError) as e:
@@ -229,10 +234,6 @@ def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.A
                     q.dtype,
                     e,
                 )
-    if out is None and q.shape[1] != k.shape[1]:
-        # A few queries against all keys (the class token in an encoder's last block): the
-        # scores are [.., heads, n, L], small on any device, so the einsum path is enough.
-        out = einsum_attention(q, k, v)
     if out is None and jax.default_backend() == "cpu":
         n, length, heads, _ = q.shape
         if _head_group(n, heads, length) < heads:
