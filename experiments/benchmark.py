@@ -36,6 +36,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 import jax
@@ -46,6 +47,8 @@ import optax
 from jax.experimental import roofline
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import profile_summary  # noqa: E402  (experiments/, beside this file)
 
 from vivit_jax import cpu_tuning, sharding, steps, train  # noqa: E402
 from vivit_jax.models import SIZES, create_model  # noqa: E402
@@ -422,6 +425,23 @@ def measure(
     return times
 
 
+def profile_steps(runner, mode: str, steps: int) -> dict:
+    """Kernel time of `steps` steps of `runner` by kind (`profile_summary`), printed and returned.
+
+    Traced after the timed repeats (the runner is compiled and warm); the trace itself is
+    deleted once summarised.
+    """
+    with tempfile.TemporaryDirectory(prefix="vivit_jax_profile_") as trace_dir:
+        with jax.profiler.trace(trace_dir):
+            for _ in range(steps):
+                getattr(runner, f"{mode}_step")()
+        summary = profile_summary.summarize(trace_dir)
+    summary["steps"] = steps
+    print(f"profile of {runner.name}, {mode}, {steps} steps:", flush=True)
+    print(profile_summary.format_summary(summary, steps), flush=True)
+    return summary
+
+
 def peak_memory_bytes() -> int | None:
     stats = jax.devices()[0].memory_stats() or {}
     return stats.get("peak_bytes_in_use")
@@ -499,6 +519,9 @@ def run_case(name, p, args, peak):
                     peer_repeats_s=peer,
                     speedup_vs_peer=statistics.median(peer) / sec,
                 )
+        if args.profile:
+            for r in jax_runners:
+                row[mode][r.name]["profile"] = profile_steps(r, mode, args.profile)
     row["peak_memory_bytes"] = peak_memory_bytes()
     if args.peer:
         runners[-1].close()
@@ -590,6 +613,15 @@ def main():
         "helps, as vivit_jax.main does (cpu_tuning.restart_with_huge_pages); off: don't",
     )
     ap.add_argument("--lead-in", type=int, default=1, help="untimed steps before each timed block")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="after timing, trace STEPS steps of each runner and print (and keep in the JSON) "
+        "where its kernel time goes: matmul, attention, copies, other fusions "
+        "(experiments/profile_summary.py)",
+    )
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     if args.huge_pages == "off":

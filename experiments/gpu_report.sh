@@ -2,7 +2,9 @@
 # Issue #8's GPU figures in one run, for a short lease of one GPU (bf16, 32x224^2, ViViT-B):
 #   1. the cuDNN flash-attention tests (fused == einsum, cuDNN really called, odd lengths, remat),
 #      each under its own time limit where pytest-timeout is installed (the GPU image has it),
-#   2. Model 1 training throughput / MFU with fused (cuDNN) attention, batch 8,
+#   2. Model 1 training throughput / MFU with fused (cuDNN) attention, batch 8, with the
+#      class-token-only last block (the default) and without, and where each one's kernel time
+#      goes (benchmark.py --profile: matmul, attention, other fusions),
 #   3. the same with remat (on an H100, 2026-11-26, ViViT-B runs with remat did not finish),
 #   4. the largest Model 1 batch that fits (fused attention), its throughput / MFU,
 #   5. the largest factorised-encoder batch that fits (fused attention), its throughput / MFU,
@@ -60,7 +62,8 @@ stage cudnn-tests 120 env JAX_PLATFORMS="${JAX_PLATFORMS:-cuda}" VIVIT_JAX_REPOR
   -k "cudnn_on_a_gpu or odd_lengths"
 m1=(experiments/benchmark.py --variant=spacetime "${model[@]}" --frames="$frames" --batch=8
   --train-only --repeats=3 --steps=2 --warmup=1)
-stage m1-fused 60 $py "${m1[@]}" --attention=fused --json="$out/m1_batch8.json"
+stage m1-fused 100 $py "${m1[@]}" --attention=fused --last-block=cls,all --profile=2 \
+  --json="$out/m1_batch8.json"
 stage m1-fused-remat 60 $py "${m1[@]}" --attention=fused --remat --json="$out/m1_batch8_remat.json"
 stage m1-largest-batch 130 $py experiments/memory_limits.py --search=batch --variant=spacetime \
   "${model[@]}" --frames="$frames" --attention=fused --start=32 --granularity=8 "${limits[@]}" \
@@ -70,7 +73,7 @@ stage fe-largest-batch 120 $py experiments/memory_limits.py --search=batch \
   --granularity=16 "${limits[@]}" --json="$out/fe_batch.json"
 stage fe-fused 60 $py experiments/benchmark.py --variant=factorized_encoder "${model[@]}" \
   --frames="$frames" --batch=32 --attention=fused --train-only --repeats=3 --steps=2 --warmup=1 \
-  --json="$out/fe_batch32.json"
+  --profile=2 --json="$out/fe_batch32.json"
 stage m1-frames-remat 120 $py experiments/memory_limits.py --search=frames --variant=spacetime \
   "${model[@]}" --batch=1 --attention=fused --remat --start=64 --granularity=64 --max=512 \
   "${limits[@]}" --run-steps=1 --json="$out/m1_frames.json"
