@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# Issue #8's GPU figures in one run, for a short lease of one GPU (bf16, 32x224^2, ViViT-B):
-#   1. the cuDNN flash-attention tests (fused == einsum, cuDNN really called, odd lengths, remat),
-#      each under its own time limit where pytest-timeout is installed (the GPU image has it),
-#   2. Model 1 training throughput / MFU with fused (cuDNN) attention, batch 8, with the
-#      class-token-only last block (the default) and without, and where each one's kernel time
-#      goes (benchmark.py --profile: matmul, attention, other fusions),
-#   3. the same with remat (on an H100, 2026-11-26, ViViT-B runs with remat did not finish),
-#   4. the largest Model 1 batch that fits (fused attention), its throughput / MFU,
-#   5. the largest factorised-encoder batch that fits (fused attention), its throughput / MFU,
-#   6. factorised-encoder throughput / MFU at batch 32,
-#   7. how many frames Model 1 takes at batch 1 with fused attention + remat (up to 512),
-#   8. einsum (XLA) attention for Model 1 at batch 8, the baseline of stage 2.
-# Each stage runs under a time limit and the whole under BUDGET seconds (default 540), most
-# wanted first; what a stage prints goes to OUTDIR/log.txt, its figures to OUTDIR/*.json (at
-# most 8 files: what a device lease brings back). On an H200 (2026-11-26) Model 1 at batch 8
-# with einsum and fused took 66 s and each compile-only probe of memory_limits.py 11-28 s;
-# budget about 10 minutes for all of it.
+# Issue #8's GPU figures, for short leases of one GPU (bf16, 32x224^2, ViViT-B), in stages:
+#   cudnn-tests       the cuDNN flash-attention tests (fused == einsum, cuDNN really called, odd
+#                     lengths, remat), each under its own time limit where pytest-timeout is
+#                     installed (the GPU image has it),
+#   m1-largest-batch  the largest Model 1 batch that fits (fused attention), its throughput / MFU,
+#   fe-largest-batch  the same for the factorised encoder,
+#   m1-frames-remat   how many frames Model 1 takes at batch 1 with fused attention + remat (up
+#                     to 512), and one step at that length,
+#   fe-fused          factorised-encoder throughput / MFU at batch 32 and where its kernel time
+#                     goes (benchmark.py --profile: matmul, attention, other fusions),
+#   m1-fused          the same for Model 1 at batch 8,
+#   m1-fused-remat    the same with remat,
+#   m1-einsum         einsum (XLA) attention for Model 1 at batch 8, the baseline of m1-fused.
+# Each stage runs under a time limit and the whole under BUDGET seconds (default 540), in this
+# order; STAGES="name ..." runs only those (a lease's device time holds about 520 s of stages,
+# so two leases cover them all: the first three, then the rest). What a stage prints goes to
+# OUTDIR/log.txt, its figures to OUTDIR/*.json (at most 8 files: what a lease brings back).
+# Costs seen on an H200 (2026-11-26, stop 17): every ViViT-B process compiles the state's
+# initialisation for ~30 s (threefry for 89 M parameters) before the ~18 s compile of its
+# training step; each compile-only probe of memory_limits.py takes 18-35 s; a cuDNN test 10-20 s.
 #
 #   bash experiments/gpu_report.sh OUTDIR
+#   STAGES="cudnn-tests m1-largest-batch fe-largest-batch" bash experiments/gpu_report.sh OUTDIR
 #
 # SIZE, LAYERS, FRAMES, RES, LIMIT_GIB shrink the models for a dry run on a CPU (LIMIT_GIB is
 # needed there: a CPU reports no memory limit).
@@ -33,9 +37,16 @@ frames=${FRAMES:-32}
 limits=(--run-steps=3 --max-probes=5)
 [[ -n "${LIMIT_GIB:-}" ]] && limits+=(--limit-gib="$LIMIT_GIB")
 
+all_stages="cudnn-tests m1-largest-batch fe-largest-batch m1-frames-remat fe-fused m1-fused m1-fused-remat m1-einsum"
+stages=" ${STAGES:-$all_stages} "
+for s in $stages; do
+  [[ " $all_stages " == *" $s "* ]] || { echo "STAGES: no stage '$s'; the stages: $all_stages" >&2; exit 2; }
+done
+
 stage() { # stage NAME SECONDS COMMAND...
   local name=$1 limit=$2 left=$((budget - SECONDS))
   shift 2
+  [[ $stages == *" $name "* ]] || return 0
   if ((left < 20)); then
     echo "== $name: skipped, ${left} s of the budget left" | tee -a "$out/log.txt"
     return
@@ -57,25 +68,27 @@ stage() { # stage NAME SECONDS COMMAND...
 # its stack (pytest's faulthandler_timeout), and with pytest-timeout one running 45 s fails.
 per_test=(-o faulthandler_timeout=40)
 $py -c "import pytest_timeout" 2>/dev/null && per_test+=(--timeout=45)
-stage cudnn-tests 120 env JAX_PLATFORMS="${JAX_PLATFORMS:-cuda}" VIVIT_JAX_REPORT_FAILURES_NOW=1 \
+stage cudnn-tests 200 env JAX_PLATFORMS="${JAX_PLATFORMS:-cuda}" VIVIT_JAX_REPORT_FAILURES_NOW=1 \
   $py -m pytest -v --tb=short "${per_test[@]}" -p no:cacheprovider tests/models/test_numerics.py \
   -k "cudnn_on_a_gpu or odd_lengths"
-m1=(experiments/benchmark.py --variant=spacetime "${model[@]}" --frames="$frames" --batch=8
-  --train-only --repeats=3 --steps=2 --warmup=1)
-stage m1-fused 100 $py "${m1[@]}" --attention=fused --last-block=cls,all --profile=2 \
-  --json="$out/m1_batch8.json"
-stage m1-fused-remat 60 $py "${m1[@]}" --attention=fused --remat --json="$out/m1_batch8_remat.json"
-stage m1-largest-batch 130 $py experiments/memory_limits.py --search=batch --variant=spacetime \
-  "${model[@]}" --frames="$frames" --attention=fused --start=32 --granularity=8 "${limits[@]}" \
+# From 96 clips: on an H200 (stop 17) Model 1's compiled peak was 34.6 / 68.0 / 122.6 / 125.6 GiB
+# at batch 32 / 64 / 120 / 128 and the factorised encoder's 35.0 / 68.6 / 119.0 at 32 / 64 / 112.
+stage m1-largest-batch 240 $py experiments/memory_limits.py --search=batch --variant=spacetime \
+  "${model[@]}" --frames="$frames" --attention=fused --start=96 --granularity=8 "${limits[@]}" \
   --json="$out/m1_batch.json"
-stage fe-largest-batch 120 $py experiments/memory_limits.py --search=batch \
-  --variant=factorized_encoder "${model[@]}" --frames="$frames" --attention=fused --start=32 \
-  --granularity=16 "${limits[@]}" --json="$out/fe_batch.json"
-stage fe-fused 60 $py experiments/benchmark.py --variant=factorized_encoder "${model[@]}" \
-  --frames="$frames" --batch=32 --attention=fused --train-only --repeats=3 --steps=2 --warmup=1 \
-  --profile=2 --json="$out/fe_batch32.json"
-stage m1-frames-remat 120 $py experiments/memory_limits.py --search=frames --variant=spacetime \
+stage fe-largest-batch 240 $py experiments/memory_limits.py --search=batch \
+  --variant=factorized_encoder "${model[@]}" --frames="$frames" --attention=fused --start=96 \
+  --granularity=8 "${limits[@]}" --json="$out/fe_batch.json"
+stage m1-frames-remat 180 $py experiments/memory_limits.py --search=frames --variant=spacetime \
   "${model[@]}" --batch=1 --attention=fused --remat --start=64 --granularity=64 --max=512 \
   "${limits[@]}" --run-steps=1 --json="$out/m1_frames.json"
-stage m1-einsum 60 $py "${m1[@]}" --attention=einsum --json="$out/m1_batch8_einsum.json"
+bench=(experiments/benchmark.py "${model[@]}" --frames="$frames" --train-only --repeats=3 --steps=2
+  --warmup=1)
+stage fe-fused 100 $py "${bench[@]}" --variant=factorized_encoder --batch=32 --attention=fused \
+  --profile=2 --json="$out/fe_batch32.json"
+m1=("${bench[@]}" --variant=spacetime --batch=8)
+stage m1-fused 100 $py "${m1[@]}" --attention=fused --profile=2 --json="$out/m1_batch8.json"
+stage m1-fused-remat 100 $py "${m1[@]}" --attention=fused --remat --profile=2 \
+  --json="$out/m1_batch8_remat.json"
+stage m1-einsum 100 $py "${m1[@]}" --attention=einsum --json="$out/m1_batch8_einsum.json"
 echo "== done at ${SECONDS} s" | tee -a "$out/log.txt"

@@ -29,9 +29,17 @@ CATEGORIES = (
     ("copy", ("memcpy", "memset", "copy", "transpose")),
 )
 
+# HLO instructions whose CPU events contain other instructions' events (not counted).
+CONTAINERS = re.compile(r"(while|conditional|call)(\.\d+)*$")
+
 
 def kernel_category(*names: str) -> str:
-    """`attention`, `matmul`, `copy`, or `other` (fusions, reductions, ...) for a kernel."""
+    """`attention`, `matmul`, `copy`, or `other` (fusions, reductions, ...) for a kernel.
+
+    By names alone: a kernel that fuses a matmul under another name counts as `other` (XLA:CPU's
+    `ynn_fusion`, jaxlib's default YNNPACK dots with their neighbours; vivit_jax compiles its
+    steps with Eigen dots, named `dot`, instead).
+    """
     text = " ".join(names).lower()
     for category, words in CATEGORIES:
         if any(w in text for w in words):
@@ -62,7 +70,9 @@ def _device_events(data):
 
     On an accelerator: the events of each device plane's stream lines (the other lines of such a
     plane, "XLA Ops" and "XLA Modules", cover the same time again). On a CPU, which has no device
-    plane: the host threads' events that name the HLO instruction they ran.
+    plane: the host threads' events that name the HLO instruction they ran, less loops and calls
+    (their bodies' instructions are counted). There the sum is approximate: XLA:CPU's runtime
+    between instructions, and work its kernels hand to other threads, is not in it.
     """
     planes = list(data.planes)
     devices = [p for p in planes if p.name.startswith("/device:") and "CUSTOM" not in p.name]
@@ -80,9 +90,10 @@ def _device_events(data):
             continue
         for line in plane.lines:
             for e in line.events:
-                stats = dict(e.stats)
-                if "hlo_op" in stats:
-                    yield e.name, str(stats["hlo_op"]), e.duration_ns * 1e-9
+                hlo_op = str(dict(e.stats).get("hlo_op", ""))
+                # A loop's or call's event spans its body, whose kernels have events of their own.
+                if hlo_op and not CONTAINERS.match(hlo_op):
+                    yield e.name, hlo_op, e.duration_ns * 1e-9
 
 
 def summarize(path: str, top: int = 15) -> dict:

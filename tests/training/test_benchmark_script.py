@@ -34,6 +34,7 @@ def test_benchmark_writes_every_runner_and_mode(tmp_path):
         "--devices=1,2",
         "--xla-cpu-options=both",
         "--last-block=cls,all",
+        "--profile=1",
         f"--json={out}",
     ] + (["--peer"] if PEER else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
@@ -54,6 +55,10 @@ def test_benchmark_writes_every_runner_and_mode(tmp_path):
             assert m["step_s"] > 0 and m["min_step_s"] <= m["step_s"]
             assert 0 < m["fraction_of_matmul_peak"] < 10
             assert ("speedup_vs_peer" in m) == PEER
+            profile = m["profile"]  # --profile=1: where this runner's kernel time went
+            assert profile["steps"] == 1 and profile["kernel_s"] > 0
+            if "jaxlib defaults" not in name:  # YNNPACK's `ynn_fusion` kernels name no matmul
+                assert profile["by_category"]["matmul"]["s"] > 0
             # Each runner's FLOPs are its own program's: the class-token-only last block less.
             other = row[mode][name.replace("last block: cls", "last block: all")]
             if "last block: cls" in name:
