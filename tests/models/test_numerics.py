@@ -285,3 +285,64 @@ def test_stochastic_depth_drops_whole_branches_per_example_without_rescaling():
     assert 4 <= same.sum() <= 32
     identity = np.all(np.isclose(y, x, atol=1e-6), axis=(1, 2))  # both branches dropped
     assert 4 <= identity.sum() <= 32
+
+
+@pytest.mark.parametrize("last_block_cls_only", [True, False])
+@pytest.mark.parametrize("kind", KINDS[:2])
+def test_encoder_pads_odd_lengths_once_for_cudnn(kind, last_block_cls_only, monkeypatch):
+    """With a class token (odd lengths) and cuDNN attention, each encoder pads its tokens once
+    (a key hidden from every query in every block) instead of every attention call padding q, k
+    and v: the same logits and gradients as the einsum path, with remat too. cuDNN is emulated
+    through XLA's attention, which here refuses odd lengths as cuDNN does."""
+    calls = []
+
+    def emulated(q, k, v, *args, implementation=None, key_value_seq_lengths=None, **kwargs):
+        if implementation == "cudnn":
+            assert q.shape[1] % 2 == 0, f"cuDNN called at odd length {q.shape[1]}"
+            calls.append((q.shape[1], key_value_seq_lengths))
+            implementation = "xla"
+        return real(q, k, v, *args, implementation=implementation,
+                    key_value_seq_lengths=key_value_seq_lengths, **kwargs)  # fmt: skip
+
+    real = jax.nn.dot_product_attention
+    monkeypatch.setattr(jax.nn, "dot_product_attention", emulated)
+    monkeypatch.setattr(layers, "fused_backend", lambda dtype: "cudnn")
+    over = dict(last_block_cls_only=last_block_cls_only)
+    einsum = create_model(tiny_config(kind, "token", **over), num_classes=5)
+    fused = create_model(
+        tiny_config(kind, "token", attention_implementation="fused", remat=True, **over),
+        num_classes=5,
+    )
+    video = jax.random.normal(jax.random.key(0), TINY_INPUT)
+    params = einsum.init(jax.random.key(1), video, train=False)["params"]
+    params = randomize(params, jax.random.key(2), scale=0.05)
+    with jax.default_matmul_precision("highest"):
+        outs = [_forward(m, params, video) for m in (fused, einsum)]
+        grads = [
+            jax.jit(jax.grad(lambda p, m=m: _loss(m, p, video, True)))(params)
+            for m in (fused, einsum)
+        ]
+    np.testing.assert_allclose(*outs, rtol=1e-5, atol=1e-5)
+    for a, b in zip(*map(jax.tree.leaves, grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # Every cuDNN call saw the padded (even) length and the true one as its key length.
+    assert calls and all(n % 2 == 0 and lengths is not None for n, lengths in calls)
+    # One pad per encoder (Model 1: one; factorised encoder: spatial and temporal), none per
+    # block: the forward's jaxpr holds as many pads as the einsum model's plus the encoders'.
+    pads = lambda m: _count_primitive(  # noqa: E731
+        jax.make_jaxpr(lambda p: m.apply({"params": p}, video, train=False))(params).jaxpr, "pad"
+    )
+    assert pads(fused) - pads(einsum) == {"spacetime": 1, "factorized_encoder": 2}[kind]
+
+
+def _count_primitive(jaxpr, name: str) -> int:
+    """How many times primitive `name` runs in `jaxpr`, sub-jaxprs (jit, remat, ...) included."""
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive.name == name
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else [param]:
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's Jaxpr
+                if hasattr(sub, "eqns"):
+                    count += _count_primitive(sub, name)
+    return count

@@ -42,17 +42,21 @@ def einsum_attention(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     deterministic: bool = True,
+    key_length: int | None = None,
 ) -> jax.Array:
     """Softmax attention over axis -3 of `[..., L, heads, head_dim]` inputs.
 
     Same arithmetic as `flax.linen.dot_product_attention` with `broadcast_dropout=False` (the
     original's setting): the query is scaled before the logits, softmax runs in float32, and
-    dropout masks each attention weight independently.
+    dropout masks each attention weight independently. `key_length`: only the first
+    `key_length` keys are attended to (the rest are padding); None: all.
     """
     dtype = query.dtype
     query = query / jnp.sqrt(query.shape[-1]).astype(dtype)
-    logits = jnp.einsum("...qhd,...khd->...hqk", query, key)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
+    logits = jnp.einsum("...qhd,...khd->...hqk", query, key).astype(jnp.float32)
+    if key_length is not None and key_length < key.shape[-3]:
+        logits = jnp.where(jnp.arange(key.shape[-3]) < key_length, logits, -jnp.inf)
+    weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
     if not deterministic and dropout_rate > 0.0:
         keep_prob = 1.0 - dropout_rate
         keep = jax.random.bernoulli(dropout_rng, keep_prob, weights.shape)
@@ -180,7 +184,11 @@ head_blocked_attention.defvjp(_blocked_fwd, _blocked_bwd)
 
 
 def even_length_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, implementation: str = "cudnn"
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    implementation: str = "cudnn",
+    key_length: int | None = None,
 ) -> jax.Array:
     """`jax.nn.dot_product_attention` on `[B, L, heads, head_dim]`, run at an even length.
 
@@ -188,23 +196,23 @@ def even_length_attention(
     operand, and cuDNN needs even lengths with a bias), and ViViT's are odd whenever there is a
     class token (3137, 197, 17). An odd length is padded by one zero token, hidden from every
     query as a key by a padding mask; its own query row is computed like any other (finite) and
-    dropped, so it adds nothing to the gradients.
+    dropped, so it adds nothing to the gradients. `Encoder` pads its tokens once instead, for all
+    its blocks, and passes `key_length` (the unpadded length): then nothing is padded here.
     """
     length = q.shape[1]
     if length % 2 == 0:
-        return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+        lengths = None if key_length is None else jnp.full(q.shape[:1], key_length, jnp.int32)
+        return jax.nn.dot_product_attention(
+            q, k, v, key_value_seq_lengths=lengths, implementation=implementation
+        )
     q, k, v = (jnp.pad(t, ((0, 0), (0, 1), (0, 0), (0, 0))) for t in (q, k, v))
-    out = jax.nn.dot_product_attention(
-        q,
-        k,
-        v,
-        key_value_seq_lengths=jnp.full(q.shape[:1], length, jnp.int32),
-        implementation=implementation,
-    )
-    return out[:, :length]
+    key_length = length if key_length is None else key_length
+    return even_length_attention(q, k, v, implementation, key_length)[:, :length]
 
 
-def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
+def fused_attention(
+    query: jax.Array, key: jax.Array, value: jax.Array, key_length: int | None = None
+) -> jax.Array:
     """`jax.nn.dot_product_attention` over axis -3, for any number of leading batch axes.
 
     Asks for cuDNN's flash attention where `fused_backend` picks it. JAX checks cuDNN's limits
@@ -212,18 +220,21 @@ def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.A
     and raises; then this falls back to XLA's implementation, with one warning per reason. On a
     CPU it runs `head_blocked_attention` (or the einsum path where all scores fit one block).
     Fewer queries than keys (a class-token-only last block) take the einsum path everywhere.
+    `key_length`: only the first `key_length` keys count (the tokens after them are padding).
     """
     q, lead = _flatten_batch(query, 3)
     k, _ = _flatten_batch(key, 3)
     v, _ = _flatten_batch(value, 3)
     out = None
+    if key_length is not None and key_length >= k.shape[1]:
+        key_length = None
     if q.shape[1] != k.shape[1]:
         # A few queries against all keys (the class token in an encoder's last block): the
         # scores are [.., heads, n, L], small on any device, so the einsum path is enough.
-        out = einsum_attention(q, k, v)
+        out = einsum_attention(q, k, v, key_length=key_length)
     elif fused_backend(q.dtype) == "cudnn":
         try:
-            out = even_length_attention(q, k, v)
+            out = even_length_attention(q, k, v, key_length=key_length)
         except (NotImplementedError, RuntimeError) as e:
             if str(e) not in _warned_fallback:
                 _warned_fallback.add(str(e))
@@ -234,6 +245,11 @@ def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.A
                     q.dtype,
                     e,
                 )
+    if out is None and key_length is not None:  # padded tokens: XLA's attention masks them
+        lengths = jnp.full(q.shape[:1], key_length, jnp.int32)
+        out = jax.nn.dot_product_attention(
+            q, k, v, key_value_seq_lengths=lengths, implementation="xla"
+        )
     if out is None and jax.default_backend() == "cpu":
         n, length, heads, _ = q.shape
         if _head_group(n, heads, length) < heads:
@@ -254,11 +270,12 @@ def attend(
     dropout_rate: float,
     dropout_rng: jax.Array | None,
     deterministic: bool,
+    key_length: int | None = None,
 ) -> jax.Array:
     """Dispatches to the configured attention implementation.
 
     The fused kernel has no attention dropout, so a training step with attention dropout falls
-    back to the einsum path (same result in distribution).
+    back to the einsum path (same result in distribution). `key_length`: see `fused_attention`.
     """
     if implementation not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(
@@ -267,7 +284,7 @@ def attend(
         )
     needs_dropout = not deterministic and dropout_rate > 0.0
     if implementation == "fused" and not needs_dropout:
-        return fused_attention(query, key, value)
+        return fused_attention(query, key, value, key_length=key_length)
     return einsum_attention(
         query,
         key,
@@ -275,6 +292,7 @@ def attend(
         dropout_rate=dropout_rate,
         dropout_rng=dropout_rng,
         deterministic=deterministic,
+        key_length=key_length,
     )
 
 
@@ -301,10 +319,16 @@ class MultiHeadDotProductAttention(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, *, deterministic: bool, query_tokens: int | None = None
+        self,
+        x: jax.Array,
+        *,
+        deterministic: bool,
+        query_tokens: int | None = None,
+        key_length: int | None = None,
     ) -> jax.Array:
         """Attends from every token of `[..., L, D]` `x`, or from its first `query_tokens` only
-        (to all `L` keys), giving `[..., query_tokens, D]`."""
+        (to all `L` keys), giving `[..., query_tokens, D]`. With `key_length`, the tokens after
+        the first `key_length` are padding: no query attends to them."""
         features = x.shape[-1]
         if features % self.num_heads:
             raise ValueError(
@@ -327,6 +351,10 @@ class MultiHeadDotProductAttention(nn.Module):
             deterministic=deterministic,
             implementation=self.implementation,
         )
+        if key_length is not None:
+            if self.attention_fn is not None:
+                raise ValueError("key_length needs the standard attention core (Models 1 and 2).")
+            kwargs["key_length"] = key_length
         core = self.attention_fn or attend
         out = core(query, key, value, **kwargs)
         return nn.DenseGeneral(
@@ -395,6 +423,8 @@ class EncoderBlock(nn.Module):
         still serve as keys and values): `[..., L, D]` → `[..., output_tokens, D]`. The same
         numbers as slicing the full block's output, for a fraction of its work; an encoder's last
         block uses it when only the class token is read. `None`: every token.
+      key_length: The tokens after the first `key_length` are padding (`Encoder` pads an odd
+        token count once for cuDNN): no token attends to them. `None`: no padding.
     """
 
     mlp_dim: int
@@ -406,6 +436,7 @@ class EncoderBlock(nn.Module):
     attention_implementation: str = "einsum"
     attention_fn: Callable[..., jax.Array] | None = None
     output_tokens: int | None = None
+    key_length: int | None = None
 
     @nn.compact
     def __call__(self, inputs: jax.Array, deterministic: bool) -> jax.Array:
@@ -418,7 +449,12 @@ class EncoderBlock(nn.Module):
             dtype=self.dtype,
             implementation=self.attention_implementation,
             attention_fn=self.attention_fn,
-        )(x, deterministic=deterministic, query_tokens=self.output_tokens)
+        )(
+            x,
+            deterministic=deterministic,
+            query_tokens=self.output_tokens,
+            key_length=self.key_length,
+        )
         if self.output_tokens is not None:
             inputs = inputs[..., : self.output_tokens, :]
         x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
