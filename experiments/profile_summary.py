@@ -71,8 +71,10 @@ def _device_events(data):
     On an accelerator: the events of each device plane's stream lines (the other lines of such a
     plane, "XLA Ops" and "XLA Modules", cover the same time again). On a CPU, which has no device
     plane: the host threads' events that name the HLO instruction they ran, less loops and calls
-    (their bodies' instructions are counted). There the sum is approximate: XLA:CPU's runtime
-    between instructions, and work its kernels hand to other threads, is not in it.
+    (their bodies' instructions are counted). There the sum is a lower bound, not a breakdown
+    of the step: a 2-core ViViT step's kernel events cover 65-86% of its wall time, and the
+    matmuls' share of that is low (their FLOPs over their events' time exceeded the measured
+    matmul peak), as if an Eigen dot's event ended before the work it handed to the thread pool.
     """
     planes = list(data.planes)
     devices = [p for p in planes if p.name.startswith("/device:") and "CUSTOM" not in p.name]
