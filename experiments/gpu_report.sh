@@ -3,6 +3,8 @@
 #   cudnn-tests       the cuDNN flash-attention tests (fused == einsum, cuDNN really called, odd
 #                     lengths, remat), each under its own time limit where pytest-timeout is
 #                     installed (the GPU image has it),
+#   init-compile      the ~30 s compile of the state's initialisation, with JAX's threefry GPU
+#                     kernel lowering off and on, and whether both give the same parameters,
 #   m1-largest-batch  the largest Model 1 batch that fits (fused attention), its throughput / MFU,
 #   fe-largest-batch  the same for the factorised encoder,
 #   m1-frames-remat   how many frames Model 1 takes at batch 1 with fused attention + remat (up
@@ -14,7 +16,7 @@
 #   m1-einsum         einsum (XLA) attention for Model 1 at batch 8, the baseline of m1-fused.
 # Each stage runs under a time limit and the whole under BUDGET seconds (default 540), in this
 # order; STAGES="name ..." runs only those (a lease's device time holds about 520 s of stages,
-# so two leases cover them all: the first three, then the rest). What a stage prints goes to
+# so two or three leases cover them all). What a stage prints goes to
 # OUTDIR/log.txt, its figures to OUTDIR/*.json (at most 8 files: what a lease brings back).
 # Costs seen on an H200 (2026-11-26, stop 17): every ViViT-B process compiles the state's
 # initialisation for ~30 s (threefry for 89 M parameters) before the ~18 s compile of its
@@ -37,7 +39,7 @@ frames=${FRAMES:-32}
 limits=(--run-steps=3 --max-probes=5)
 [[ -n "${LIMIT_GIB:-}" ]] && limits+=(--limit-gib="$LIMIT_GIB")
 
-all_stages="cudnn-tests m1-largest-batch fe-largest-batch m1-frames-remat fe-fused m1-fused m1-fused-remat m1-einsum"
+all_stages="cudnn-tests init-compile m1-largest-batch fe-largest-batch m1-frames-remat fe-fused m1-fused m1-fused-remat m1-einsum"
 stages=" ${STAGES:-$all_stages} "
 for s in $stages; do
   [[ " $all_stages " == *" $s "* ]] || { echo "STAGES: no stage '$s'; the stages: $all_stages" >&2; exit 2; }
@@ -71,6 +73,8 @@ $py -c "import pytest_timeout" 2>/dev/null && per_test+=(--timeout=45)
 stage cudnn-tests 200 env JAX_PLATFORMS="${JAX_PLATFORMS:-cuda}" VIVIT_JAX_REPORT_FAILURES_NOW=1 \
   $py -m pytest -v --tb=short "${per_test[@]}" -p no:cacheprovider tests/models/test_numerics.py \
   -k "cudnn_on_a_gpu or odd_lengths"
+stage init-compile 150 $py experiments/init_compile.py --variant=spacetime "${model[@]}" \
+  --frames="$frames"
 # From 96 clips: on an H200 (stop 17) Model 1's compiled peak was 34.6 / 68.0 / 122.6 / 125.6 GiB
 # at batch 32 / 64 / 120 / 128 and the factorised encoder's 35.0 / 68.6 / 119.0 at 32 / 64 / 112.
 stage m1-largest-batch 240 $py experiments/memory_limits.py --search=batch --variant=spacetime \

@@ -79,3 +79,21 @@ def test_benchmark_imports_without_tensorflow():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_init_compile_script_times_both_lowerings_and_compares_parameters():
+    """experiments/init_compile.py: both settings of JAX's threefry GPU kernel lowering (a no-op
+    on a CPU) compile, run, and give the same parameters bit for bit."""
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "experiments", "init_compile.py"),
+        "--size=Ti",
+        "--layers=1",
+        "--frames=4",
+        "--resolution=32",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "jax_threefry_gpu_kernel_lowering=False" in proc.stdout
+    assert "jax_threefry_gpu_kernel_lowering=True" in proc.stdout
+    assert "the same parameters, bit for bit: True" in proc.stdout
