@@ -203,7 +203,7 @@ class JaxRunner:
         name="vivit_jax",
         compiler_options=None,
         devices=1,
-        count_flops=True,
+        flops=None,
     ):
         self.name = name
         self.model = create_model(cfg, num_classes, dtype=dtype)
@@ -223,11 +223,11 @@ class JaxRunner:
         loss_cfg = steps.LossConfig(num_classes=num_classes)
         step = train_step_fn(self.model, tx, loss_cfg)
         forward = lambda p, v: self.model.apply({"params": p}, v, train=False)  # noqa: E731
-        # Model FLOPs (`model_flops_config`) of the whole batch, from the unpartitioned programs;
-        # the same for every runner of a case with the same `last_block_cls_only`, so only one
-        # of those lowers them (`run_case`).
-        self.flops = None
-        if count_flops:
+        # Model FLOPs (`model_flops_config`) of the whole batch, from the unpartitioned programs,
+        # by mode; the same for every runner of a case with the same `last_block_cls_only`, so
+        # `run_case` passes the first one's to the others as `flops`.
+        self.flops = flops
+        if flops is None:
             counted = create_model(model_flops_config(cfg), num_classes, dtype=dtype)
             count_step = train_step_fn(counted, tx, loss_cfg)
             count_fwd = lambda p, v: counted.apply({"params": p}, v, train=False)  # noqa: E731
@@ -477,9 +477,9 @@ def run_case(name, p, args, peak):
             name=label + ("" if n == 1 else f" x{n} devices"),
             compiler_options=options,
             devices=n,
-            count_flops=last_block not in flops,
+            flops=flops.get(last_block),
         )
-        runner.flops = flops.setdefault(last_block, runner.flops)
+        flops[last_block] = runner.flops
         jax_runners.append(runner)
     runners = list(jax_runners)
     if args.peer:

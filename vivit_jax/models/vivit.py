@@ -186,9 +186,9 @@ class ViViT(nn.Module):
         if c.classifier == "token":
             x = _prepend_cls(self, x, "cls")
         # Only the class token is read after the encoder: its last block need compute no other.
-        cls_only = _last_block_cls_only(c) and not c.return_preclassifier
+        output_tokens = None if c.return_preclassifier else _output_tokens(c)
         x = _encoder(c, c, self.dtype, name="Transformer")(
-            x, train=train, temporal_dims=nt, output_tokens=1 if cls_only else None
+            x, train=train, temporal_dims=nt, output_tokens=output_tokens
         )
         if c.return_preclassifier:
             return x
@@ -223,9 +223,9 @@ class SpaceTimeViViT(nn.Module):
         x = tokens.reshape(b, nt, nh * nw, d)
         if c.classifier == "token":
             x = _prepend_cls(self, x, "cls_SpatialTransformer")
-        cls_only = 1 if _last_block_cls_only(c) else None
+        output_tokens = _output_tokens(c)
         x = _encoder(c, c.spatial_transformer, self.dtype, name="SpatialTransformer")(
-            x, train=train, output_tokens=cls_only
+            x, train=train, output_tokens=output_tokens
         )
         x = _pool(x, c.classifier)  # [B, T, D]
         if c.attention_config.spatial_only_baseline:
@@ -234,15 +234,16 @@ class SpaceTimeViViT(nn.Module):
             if c.classifier == "token":
                 x = _prepend_cls(self, x, "cls_TemporalTransformer")
             x = _encoder(c, c.temporal_transformer, self.dtype, name="TemporalTransformer")(
-                x, train=train, output_tokens=cls_only
+                x, train=train, output_tokens=output_tokens
             )
             x = _pool(x, c.classifier)
         return _head(x, self.num_classes, c)
 
 
-def _last_block_cls_only(c: ml_collections.ConfigDict) -> bool:
-    """Whether only the class token is read after an encoder (see `model.last_block_cls_only`)."""
-    return c.classifier == "token" and c.last_block_cls_only
+def _output_tokens(c: ml_collections.ConfigDict) -> int | None:
+    """1 where only the class token is read after an encoder, so that its last block computes
+    that token alone (`model.last_block_cls_only`); None: every token."""
+    return 1 if c.classifier == "token" and c.last_block_cls_only else None
 
 
 def _tokenize(c: ml_collections.ConfigDict, x: jax.Array, dtype: Dtype) -> jax.Array:
