@@ -127,6 +127,30 @@ def train_step_fn(model, tx, loss_config):
     )
 
 
+def sized_model_config(
+    variant: str,
+    size: str,
+    layers: int,
+    attention: str,
+    remat: bool,
+    classifier: str,
+    **overrides,
+) -> ml_collections.ConfigDict:
+    """`model_config` for one of `SIZES` (Ti/S/B/L/H), with `layers` blocks if non-zero."""
+    s = SIZES[size]
+    return model_config(
+        variant,
+        s["hidden_size"],
+        layers or s["num_layers"],
+        s["num_heads"],
+        s["mlp_dim"],
+        attention,
+        remat,
+        classifier,
+        **overrides,
+    )
+
+
 def model_flops_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The config whose program's FLOPs count as `cfg`'s model FLOPs.
 

@@ -68,16 +68,8 @@ def main():
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     ap.add_argument("--attention", default="fused")
     args = ap.parse_args()
-    s = SIZES[args.size]
-    cfg = benchmark.model_config(
-        args.variant,
-        s["hidden_size"],
-        args.layers or s["num_layers"],
-        s["num_heads"],
-        s["mlp_dim"],
-        args.attention,
-        False,
-        "token",
+    cfg = benchmark.sized_model_config(
+        args.variant, args.size, args.layers, args.attention, False, "token"
     )
     model = create_model(cfg, 400, dtype=args.dtype)
     shape = (args.frames, args.resolution, args.resolution, 3)

@@ -51,16 +51,8 @@ class Case:
 
     def __init__(self, args):
         self.args = args
-        s = SIZES[args.size]
-        self.cfg = benchmark.model_config(
-            args.variant,
-            s["hidden_size"],
-            args.layers or s["num_layers"],
-            s["num_heads"],
-            s["mlp_dim"],
-            args.attention,
-            args.remat,
-            args.classifier,
+        self.cfg = benchmark.sized_model_config(
+            args.variant, args.size, args.layers, args.attention, args.remat, args.classifier
         )
         self.model = create_model(self.cfg, args.classes, dtype=args.dtype)
         self.tx = optax.adamw(benchmark.LEARNING_RATE)
