@@ -203,14 +203,22 @@ def test_odd_lengths_padded_for_cudnn_keep_attention_and_its_gradients(implement
 
 
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="cuDNN is there on a GPU")
-def test_fused_falls_back_to_xla_when_cudnn_is_unavailable(monkeypatch, caplog):
+@pytest.mark.parametrize("classifier", ["gap", "token"])
+def test_fused_falls_back_to_xla_when_cudnn_is_unavailable(classifier, monkeypatch, caplog):
     # Pretend to be on a GPU: JAX's cuDNN call then raises while tracing ("cuDNN is not
     # detected" on a CPU-only jaxlib), and `fused` must fall back to XLA's attention, warning once.
-    cfg, model, video, params = _setup("spacetime")
+    # With a class token the encoder has padded its odd length for cuDNN, and the fallback runs
+    # `even_length_attention` through XLA with the key length (its masking is held to float32
+    # by test_odd_lengths_padded_for_cudnn_...[xla]; in bf16 here an unmasked pad would hide).
+    cfg = tiny_config("spacetime", classifier)
+    video = jax.random.normal(jax.random.key(0), TINY_INPUT)
+    params = create_model(cfg, num_classes=5).init(jax.random.key(1), video, train=False)
+    params = randomize(params["params"], jax.random.key(2), scale=0.05)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     monkeypatch.setattr(layers, "_warned_fallback", set())
     bf16 = dict(num_classes=5, dtype="bfloat16")
-    fused = create_model(tiny_config("spacetime", "gap", attention_implementation="fused"), **bf16)
+    fused_cfg = tiny_config("spacetime", classifier, attention_implementation="fused")
+    fused = create_model(fused_cfg, **bf16)
     with caplog.at_level("WARNING"):
         out = _forward(fused, params, video)
     assert sum("cuDNN flash attention is unavailable" in r.message for r in caplog.records) == 1

@@ -246,10 +246,7 @@ def fused_attention(
                     e,
                 )
     if out is None and key_length is not None:  # padded tokens: XLA's attention masks them
-        lengths = jnp.full(q.shape[:1], key_length, jnp.int32)
-        out = jax.nn.dot_product_attention(
-            q, k, v, key_value_seq_lengths=lengths, implementation="xla"
-        )
+        out = even_length_attention(q, k, v, "xla", key_length)
     if out is None and jax.default_backend() == "cpu":
         n, length, heads, _ = q.shape
         if _head_group(n, heads, length) < heads:
