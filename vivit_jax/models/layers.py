@@ -17,6 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import logging
 
 Dtype = Any
@@ -32,6 +33,126 @@ def _flatten_batch(x: jax.Array, keep: int) -> tuple[jax.Array, tuple[int, ...]]
     """Folds all but the last `keep` axes into one batch axis."""
     lead = x.shape[:-keep]
     return x.reshape((-1,) + x.shape[-keep:]), lead
+
+
+# Width multiple of the input `linear` extends with a ones column on a CPU (see there).
+_ONES_COLUMN_ALIGN = 16
+
+
+def _with_ones_column(x: jax.Array) -> jax.Array:
+    """`[T, K]` → `[T, K']`: `x`, a column of ones, then zeros up to a multiple of 16 columns."""
+    rows, cols = x.shape
+    pad = -(cols + 1) % _ONES_COLUMN_ALIGN
+    return jnp.concatenate(
+        [x, jnp.ones((rows, 1), x.dtype), jnp.zeros((rows, pad), x.dtype)], axis=-1
+    )
+
+
+@jax.custom_vjp
+def _linear_bias_in_matmul(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    return x @ kernel + bias
+
+
+def _linear_bias_in_matmul_fwd(x, kernel, bias):
+    return x @ kernel + bias, (x, kernel)
+
+
+def _linear_bias_in_matmul_bwd(residuals, grad):
+    x, kernel = residuals
+    # Row K of [x, 1, 0...]^T @ grad is grad's column sum: the bias gradient.
+    both = _with_ones_column(x).T @ grad
+    return grad @ kernel.T, both[: x.shape[1]], both[x.shape[1]]
+
+
+_linear_bias_in_matmul.defvjp(_linear_bias_in_matmul_fwd, _linear_bias_in_matmul_bwd)
+
+
+def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """`x`'s trailing axes (as many as `kernel` has before `bias`'s shape) times `kernel`, plus
+    `bias`: `[..., *K] x [*K, *F] + [*F]` → `[..., *F]`, as `nn.DenseGeneral` computes it.
+
+    On a CPU the gradient differs in how, not in what: the bias gradient (a column sum of the
+    output gradient over every token) comes out of the kernel-gradient matmul, whose input gets
+    a column of ones (`[x, 1]^T @ g = [x^T g; sum(g)]`), instead of a separate reduction.
+    XLA:CPU runs such column sums as trees of `reduce-window`s that stride down the columns of a
+    `[tokens, features]` array (~6 ms per ViViT-S MLP layer of the (b) benchmark) where the
+    matmul's extra row costs ~0.1 ms; the (b) training step took 1797 → 1530 ms
+    (experiments/README.md). The ones column is padded to 16 columns: at width K + 1, XLA fused
+    the concatenation into the matmul's transposed copy of `x`, which then ran ~10x slower.
+    Written by hand: no library or XLA option changes how XLA:CPU reduces.
+    """
+    n_in = kernel.ndim - bias.ndim
+    if x.shape[x.ndim - n_in :] != kernel.shape[:n_in]:
+        raise ValueError(
+            f"linear: input shape {x.shape} does not end with the kernel's input shape "
+            f"{kernel.shape[:n_in]} (kernel {kernel.shape}, bias {bias.shape})."
+        )
+    lead = x.shape[: x.ndim - n_in]
+    x2 = x.reshape((-1, int(np.prod(kernel.shape[:n_in]))))
+    kernel2 = kernel.reshape((x2.shape[1], bias.size))
+    fn = _linear_bias_in_matmul if bias_gradient_in_matmul() else _linear_plain
+    return fn(x2, kernel2, bias.reshape(-1)).reshape(lead + bias.shape)
+
+
+# `linear`'s bias gradient: None = in the kernel-gradient matmul on a CPU, a reduction elsewhere;
+# True / False force one (the benchmarks count model FLOPs with False, the textbook program).
+BIAS_GRADIENT_IN_MATMUL: bool | None = None
+
+
+def bias_gradient_in_matmul() -> bool:
+    """Whether `linear` computes bias gradients in the kernel-gradient matmul (read at trace
+    time): `BIAS_GRADIENT_IN_MATMUL`, or where it is None, whether JAX's backend is a CPU."""
+    if BIAS_GRADIENT_IN_MATMUL is not None:
+        return BIAS_GRADIENT_IN_MATMUL
+    return jax.default_backend() == "cpu"
+
+
+def _linear_plain(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    return x @ kernel + bias
+
+
+class Dense(nn.Module):
+    """`nn.Dense` / `nn.DenseGeneral` over trailing axes, computed by `linear`.
+
+    The same parameters as Flax's modules (`kernel` of shape `in_shape + features`, `bias` of
+    shape `features`, initialised on the flattened `(prod(in_shape), prod(features))` shape as
+    `nn.DenseGeneral` does), so checkpoints and initial values are unchanged.
+
+    Attributes:
+      features: Output width, or output shape (e.g. `(heads, head_dim)`).
+      axis: The trailing input axes contracted: -1, or e.g. `(-2, -1)`.
+      dtype: Compute dtype (parameters stay float32); None: the inputs'.
+      kernel_init: Kernel initialiser.
+      bias_init: Bias initialiser.
+    """
+
+    features: int | tuple[int, ...]
+    axis: int | tuple[int, ...] = -1
+    dtype: Dtype | None = None
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    bias_init: Initializer = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
+        axes = (self.axis,) if isinstance(self.axis, int) else tuple(self.axis)
+        axes = sorted(a % x.ndim for a in axes)
+        if axes != list(range(x.ndim - len(axes), x.ndim)):
+            raise ValueError(f"Dense contracts trailing axes only, got axis={self.axis}.")
+        in_shape = x.shape[x.ndim - len(axes) :]
+        flat = (int(np.prod(in_shape)), int(np.prod(features)))
+        kernel = self.param(
+            "kernel",
+            lambda rng, shape: self.kernel_init(rng, flat, jnp.float32).reshape(shape),
+            in_shape + features,
+        )
+        bias = self.param(
+            "bias",
+            lambda rng, shape: self.bias_init(rng, flat[1:], jnp.float32).reshape(shape),
+            features,
+        )
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return linear(x, kernel, bias)
 
 
 def einsum_attention(
@@ -332,9 +453,8 @@ class MultiHeadDotProductAttention(nn.Module):
                 f"hidden size {features} is not divisible by num_heads={self.num_heads}."
             )
         head_dim = features // self.num_heads
-        dense = lambda name: nn.DenseGeneral(  # noqa: E731
+        dense = lambda name: Dense(  # noqa: E731
             features=(self.num_heads, head_dim),
-            axis=-1,
             kernel_init=self.kernel_init,
             dtype=self.dtype,
             name=name,
@@ -354,7 +474,7 @@ class MultiHeadDotProductAttention(nn.Module):
             kwargs["key_length"] = key_length
         core = self.attention_fn or attend
         out = core(query, key, value, **kwargs)
-        return nn.DenseGeneral(
+        return Dense(
             features=features,
             axis=(-2, -1),
             kernel_init=self.kernel_init,
@@ -378,7 +498,7 @@ class MlpBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-        dense = lambda features: nn.Dense(  # noqa: E731
+        dense = lambda features: Dense(  # noqa: E731
             features,
             dtype=self.dtype,
             kernel_init=nn.initializers.xavier_uniform(),

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vivit_jax.models.layers import Dtype
+from vivit_jax.models.layers import Dtype, linear
 
 TOKENIZER_METHODS = ("3d_conv", "temporal_sampling")
 KERNEL_INIT_METHODS = (None, "central_frame_initializer", "average_frame_initializer")
@@ -157,8 +157,8 @@ class PatchEmbedding(nn.Module):
             + (k + 2 * n,)
         )
         x = x.transpose(order).reshape(lead + grid + (-1,))
-        y = jnp.dot(x.astype(self.dtype), kernel.reshape(-1, self.features).astype(self.dtype))
-        return y + bias.astype(self.dtype)
+        kernel = kernel.reshape(-1, self.features)
+        return linear(*(t.astype(self.dtype) for t in (x, kernel, bias)))
 
 
 class AddPositionEmbs(nn.Module):

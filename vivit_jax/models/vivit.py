@@ -156,10 +156,10 @@ def _head(x: jax.Array, num_classes: int, c: ml_collections.ConfigDict) -> jax.A
     """
     x = x.astype(jnp.float32)
     if c.representation_size is not None:
-        x = jnp.tanh(nn.Dense(c.representation_size, name="pre_logits")(x))
+        x = jnp.tanh(layers.Dense(c.representation_size, name="pre_logits")(x))
     if c.return_prelogits:
         return x
-    return nn.Dense(num_classes, kernel_init=nn.initializers.zeros, name="output_projection")(x)
+    return layers.Dense(num_classes, kernel_init=nn.initializers.zeros, name="output_projection")(x)
 
 
 class ViViT(nn.Module):
