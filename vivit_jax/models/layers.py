@@ -48,13 +48,16 @@ def _with_ones_column(x: jax.Array) -> jax.Array:
     )
 
 
-@jax.custom_vjp
-def _linear_bias_in_matmul(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+def _linear_plain(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
     return x @ kernel + bias
 
 
+# The same forward pass, with the bias gradient taken from the kernel gradient's matmul.
+_linear_bias_in_matmul = jax.custom_vjp(_linear_plain)
+
+
 def _linear_bias_in_matmul_fwd(x, kernel, bias):
-    return x @ kernel + bias, (x, kernel)
+    return _linear_plain(x, kernel, bias), (x, kernel)
 
 
 def _linear_bias_in_matmul_bwd(residuals, grad):
@@ -75,10 +78,11 @@ def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
     output gradient over every token) comes out of the kernel-gradient matmul, whose input gets
     a column of ones (`[x, 1]^T @ g = [x^T g; sum(g)]`), instead of a separate reduction.
     XLA:CPU runs such column sums as trees of `reduce-window`s that stride down the columns of a
-    `[tokens, features]` array (~6 ms per ViViT-S MLP layer of the (b) benchmark) where the
-    matmul's extra row costs ~0.1 ms; the (b) training step took 1797 → 1530 ms
-    (experiments/README.md). The ones column is padded to 16 columns: at width K + 1, XLA fused
-    the concatenation into the matmul's transposed copy of `x`, which then ran ~10x slower.
+    `[tokens, features]` array (up to ~6 ms per MLP layer of the (b) benchmark); the ones column
+    costs a copy of `x` and a matmul row instead. The (b) training step was 5-15% shorter in
+    A/B runs (1797 → 1530, 2174 → 1915 ms; experiments/README.md). The ones column is padded
+    with zeros to 16 columns (8 and 32 were slower): at width K + 1, XLA fused the
+    concatenation into the matmul's transposed copy of `x`, which then ran ~10x slower.
     Written by hand: no library or XLA option changes how XLA:CPU reduces.
     """
     n_in = kernel.ndim - bias.ndim
@@ -105,10 +109,6 @@ def bias_gradient_in_matmul() -> bool:
     if BIAS_GRADIENT_IN_MATMUL is not None:
         return BIAS_GRADIENT_IN_MATMUL
     return jax.default_backend() == "cpu"
-
-
-def _linear_plain(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-    return x @ kernel + bias
 
 
 class Dense(nn.Module):
