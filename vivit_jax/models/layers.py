@@ -121,7 +121,8 @@ class Dense(nn.Module):
     Attributes:
       features: Output width, or output shape (e.g. `(heads, head_dim)`).
       axis: The trailing input axes contracted: -1, or e.g. `(-2, -1)`.
-      dtype: Compute dtype (parameters stay float32); None: the inputs'.
+      dtype: Compute dtype (parameters stay float32); None: the inputs' and parameters'
+        promoted dtype, as Flax's modules do.
       kernel_init: Kernel initialiser.
       bias_init: Bias initialiser.
     """
