@@ -29,6 +29,10 @@ setuptools.setup(
         "av>=12.0",
         "safetensors>=0.4",
         "pillow>=10.0",
+        # The CPU command lines' malloc (vivit_jax/cpu_tuning.py: restart_with_fast_malloc);
+        # wheels for Linux x86_64 / aarch64 (and macOS, where it is not used).
+        "cmeel-mimalloc>=3.2; sys_platform == 'linux' and "
+        "(platform_machine == 'x86_64' or platform_machine == 'aarch64')",
     ],
     extras_require={
         "test": [

@@ -20,9 +20,10 @@ work). That program's last block computes the class token alone (`model.last_blo
 so the work it skips is not counted either (the paper's tables count every token).
 Runs alternate between runners (and frameworks), several repeats, each timed block after one
 untimed step of its runner (`--lead-in`), and report medians; nothing here asserts on time. The
-peer runs in a process of its own with glibc's malloc defaults, driven step by step from this one
-(`PeerProcess`); on a CPU this process runs as `vivit_jax.main` does: it keeps freed memory
-(`--malloc=keep`) and restarts itself with malloc on transparent huge pages (`--huge-pages=on`).
+peer runs in a process of its own with glibc's malloc defaults (`--peer-malloc`), driven step by
+step from this one (`PeerProcess`); on a CPU this process runs as `vivit_jax.main` does: it
+restarts itself with mimalloc as its malloc, keeping freed memory (`--malloc=mimalloc`), and
+sets glibc's malloc to keep freed memory (`--keep-freed-memory=on`; moot under mimalloc).
 Does not import TensorFlow.
 """
 
@@ -348,11 +349,41 @@ class TorchRunner:
             self.model(pixel_values=self.x)
 
 
+def peer_environ(environ, malloc: str) -> dict[str, str]:
+    """The peer's process environment: `environ` without vivit_jax's allocator settings (glibc's
+    huge-page tunable, mimalloc's preload and options), then, for `malloc="mimalloc"`, with the
+    mimalloc that `cpu_tuning.fast_malloc_environ` gives vivit_jax."""
+    env = {k: v for k, v in environ.items() if k not in cpu_tuning.MIMALLOC_OPTIONS}
+    tunables = ":".join(
+        t
+        for t in env.pop("GLIBC_TUNABLES", "").split(":")
+        if t and cpu_tuning.HUGE_PAGES_TUNABLE_NAME not in t
+    )
+    preload = " ".join(p for p in env.pop("LD_PRELOAD", "").split() if "libmimalloc" not in p)
+    env.update({k: v for k, v in (("GLIBC_TUNABLES", tunables), ("LD_PRELOAD", preload)) if v})
+    if malloc == "mimalloc":
+        library = cpu_tuning.mimalloc_library()
+        if library is None:
+            raise RuntimeError(
+                f"--peer-malloc=mimalloc: mimalloc is not installed "
+                f"(pip install {cpu_tuning.MIMALLOC_DISTRIBUTION})."
+            )
+        env.update(cpu_tuning.MIMALLOC_OPTIONS)
+        env["LD_PRELOAD"] = " ".join(filter(None, (library, preload)))
+    return env
+
+
 def _peer_worker(conn, p, shape):
     """The peer's process: builds a `TorchRunner`, then runs one step per request."""
     try:
         runner = TorchRunner(p, shape)
-        conn.send(dict(attention=runner.attn, glibc_tunables=os.environ.get("GLIBC_TUNABLES", "")))
+        conn.send(
+            dict(
+                attention=runner.attn,
+                malloc=cpu_tuning.malloc_in_use(),
+                glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
+            )
+        )
         while (mode := conn.recv()) is not None:
             getattr(runner, f"{mode}_step")()
             conn.send("done")
@@ -365,33 +396,32 @@ class PeerProcess:
     it with vivit_jax's runners as before; a step's time includes a pipe round trip, ~0.1 ms).
 
     Each framework runs as its users run it: vivit_jax under `vivit_jax.main`'s process settings
-    (`--malloc`, `--huge-pages`), the peer under glibc's defaults (its environment is this one
-    without the huge-page tunable). In one shared process, glibc's huge-page tunable had made the
-    peer slower ((a) train 288 -> 328 ms) and its steps bimodal; and neither framework pays for
-    the other's use of memory any more.
+    (`--malloc`, `--keep-freed-memory`), the peer under glibc's defaults: its environment is this
+    one without the huge-page tunable, mimalloc's preload and options. `malloc="mimalloc"` gives
+    the peer vivit_jax's mimalloc instead (`--peer-malloc=mimalloc`), to show what the allocator
+    alone is worth to it. In one shared process, glibc's huge-page tunable had made the peer
+    slower ((a) train 288 -> 328 ms) and its steps bimodal; and neither framework pays for the
+    other's use of memory any more.
     """
 
     name = TorchRunner.name
     TIMEOUT_S = 3600
 
-    def __init__(self, p, shape):
+    def __init__(self, p, shape, malloc: str = "default"):
         import multiprocessing
 
-        tunables = os.environ.get("GLIBC_TUNABLES", "")
-        peer_tunables = ":".join(
-            t for t in tunables.split(":") if t and cpu_tuning.HUGE_PAGES_TUNABLE_NAME not in t
-        )
         # "spawn": a fresh interpreter, without this one's JAX threads and malloc settings.
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_peer_worker, args=(child, p, shape), daemon=True)
-        os.environ["GLIBC_TUNABLES"] = peer_tunables  # the spawned interpreter's environment
+        saved = dict(os.environ)
+        os.environ.clear()  # the spawned interpreter's environment
+        os.environ.update(peer_environ(saved, malloc))
         try:
             self._proc.start()
         finally:
-            os.environ["GLIBC_TUNABLES"] = tunables
-            if not tunables:
-                del os.environ["GLIBC_TUNABLES"]
+            os.environ.clear()
+            os.environ.update(saved)
         child.close()
         self.info = self._receive()
 
@@ -514,7 +544,7 @@ def run_case(name, p, args, peak):
         jax_runners.append(runner)
     runners = list(jax_runners)
     if args.peer:
-        runners.append(PeerProcess(p, shape))
+        runners.append(PeerProcess(p, shape, malloc=args.peer_malloc))
     row = dict(
         case=name,
         shape=list(shape),
@@ -630,18 +660,26 @@ def main():
     )
     ap.add_argument(
         "--malloc",
-        default="keep",
-        choices=["keep", "default"],
-        help="glibc malloc setting of vivit_jax's process (CPU; the peer runs in its own with "
-        "glibc's defaults): keep = keep freed memory, as vivit_jax.main does "
-        "(cpu_tuning.keep_freed_memory); default = glibc's",
+        default="mimalloc",
+        choices=list(cpu_tuning.MALLOC_CHOICES),
+        help="vivit_jax's process restarts with this malloc, as vivit_jax.main does "
+        "(cpu_tuning.restart_with_fast_malloc; VIVIT_JAX_MALLOC): mimalloc keeping freed memory "
+        "(else glibc on huge pages), huge-pages = glibc on transparent huge pages, default = "
+        "no restart",
     )
     ap.add_argument(
-        "--huge-pages",
+        "--peer-malloc",
+        default="default",
+        choices=["default", "mimalloc"],
+        help="the peer's process: glibc's malloc as torch users run it (default), or "
+        "vivit_jax's mimalloc, to see what the allocator alone is worth to the peer",
+    )
+    ap.add_argument(
+        "--keep-freed-memory",
         default="on",
         choices=["on", "off"],
-        help="on: restart vivit_jax's process with malloc on transparent huge pages where that "
-        "helps, as vivit_jax.main does (cpu_tuning.restart_with_huge_pages); off: don't",
+        help="glibc's mallopt settings in vivit_jax's process, as vivit_jax.main makes them "
+        "(cpu_tuning.keep_freed_memory; no effect under mimalloc)",
     )
     ap.add_argument("--lead-in", type=int, default=1, help="untimed steps before each timed block")
     ap.add_argument(
@@ -655,9 +693,8 @@ def main():
     )
     ap.add_argument("--json", default="")
     args = ap.parse_args()
-    if args.huge_pages == "off":
-        os.environ[cpu_tuning.HUGE_PAGES_ENV] = "0"
-    cpu_tuning.restart_with_huge_pages()  # before JAX starts; the restart parses these flags again
+    os.environ[cpu_tuning.MALLOC_ENV] = args.malloc
+    cpu_tuning.restart_with_fast_malloc()  # before JAX starts; the restart parses these flags again
     args.devices = [int(n) for n in args.devices.split(",")]
     args.attention = args.attention.split(",")
     args.last_block = args.last_block.split(",")
@@ -675,10 +712,11 @@ def main():
             + f" --xla_force_host_platform_device_count={max(args.devices)}"
         ).strip()
 
-    print(f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}", flush=True)
-    # As `vivit_jax.main` does; process-wide, so the peer in this process runs under it too.
-    args.keep_freed_memory = args.malloc == "keep" and cpu_tuning.keep_freed_memory()
-    print(f"--malloc={args.malloc}: keep_freed_memory {args.keep_freed_memory}", flush=True)
+    args.malloc_in_use = cpu_tuning.malloc_in_use()
+    print(f"--malloc={args.malloc}: {args.malloc_in_use}", flush=True)
+    # As `vivit_jax.main` does (glibc's settings: nothing to do under mimalloc).
+    args.keep_freed_memory = args.keep_freed_memory == "on" and cpu_tuning.keep_freed_memory()
+    print(f"keep_freed_memory: {args.keep_freed_memory}", flush=True)
     peaks = matmul_peak_flops(jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32)
     args.peak_flops = args.peak_tflops * 1e12 or datasheet_peak_flops(args.dtype)
     peak = max(peaks.values())
@@ -721,8 +759,9 @@ def main():
                     device_kind=jax.devices()[0].device_kind,
                     xla_flags=os.environ.get("XLA_FLAGS", ""),
                     glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
-                    huge_pages=args.huge_pages,
                     malloc=args.malloc,
+                    malloc_in_use=args.malloc_in_use,
+                    peer_malloc=args.peer_malloc,
                     keep_freed_memory=args.keep_freed_memory,
                     rows=rows,
                 ),

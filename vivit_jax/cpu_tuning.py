@@ -20,9 +20,15 @@ never make it; the same opt-out applies, or `VIVIT_JAX_KEEP_FREED_MEMORY=0` for 
 (Measured again in stop 15, in separate processes: it no longer changes the faults of a step,
 which come from XLA's worker threads' malloc arenas; kept, as it costs nothing measurable.)
 
-`restart_with_huge_pages()`, the third: the same temporaries on transparent huge pages, which
-glibc asks for only when a tunable is set at process start, hence a restart of the command line
-(`VIVIT_JAX_HUGE_PAGES=0` to skip it).
+`restart_with_fast_malloc()`, the third: the command lines restart once, first thing, with
+mimalloc (from the `cmeel-mimalloc` wheel) preloaded as the process's malloc, told never to
+return freed memory to the kernel. glibc cannot be told that for XLA's worker threads: their
+allocations larger than a malloc heap (64 MiB) are always fresh `mmap`s, unmapped again on
+`free` (the (b) training step: a 645 MiB block, mapped and unmapped every step, `strace`), so
+every step faulted its temporaries in again, at a cost of 0.1–1.0 s of kernel time per (b) step,
+every other step slow. Where mimalloc is not
+installed the restart falls back to glibc's transparent-huge-page tunable (fewer, larger
+faults). `VIVIT_JAX_MALLOC` picks (`mimalloc`, `huge-pages`, `default` = no restart).
 """
 
 from __future__ import annotations
@@ -96,8 +102,16 @@ def keep_freed_memory(backend: str | None = None, environ=os.environ) -> bool:
     return all(mallopt(param, value) == 1 for param, value in settings)
 
 
-# Transparent huge pages for malloc (glibc >= 2.35): `restart_with_huge_pages`.
-HUGE_PAGES_ENV = "VIVIT_JAX_HUGE_PAGES"
+# The allocator `restart_with_fast_malloc` gives a CPU process: mimalloc where its wheel is
+# installed (else glibc on transparent huge pages), huge pages alone, or the default (no restart).
+MALLOC_ENV = "VIVIT_JAX_MALLOC"
+MALLOC_CHOICES = ("mimalloc", "huge-pages", "default")
+MIMALLOC_DISTRIBUTION = "cmeel-mimalloc"
+# Never hand freed memory back to the kernel (mimalloc's default: after 10 ms): a step's
+# temporaries are the next step's. A user's own setting of the variable wins.
+MIMALLOC_OPTIONS = {"MIMALLOC_PURGE_DELAY": "-1"}
+# A malloc the user preloads already (any of these in LD_PRELOAD) is left alone.
+_PRELOADED_MALLOCS = ("mimalloc", "jemalloc", "tcmalloc")
 HUGE_PAGES_TUNABLE_NAME = "glibc.malloc.hugetlb"
 HUGE_PAGES_TUNABLE = f"{HUGE_PAGES_TUNABLE_NAME}=1"
 THP_ENABLED_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
@@ -135,18 +149,80 @@ def _jax_will_run_on_cpu(environ) -> bool:
     return not any(importlib.util.find_spec(name) for name in ("jax_plugins", "libtpu"))
 
 
+def mimalloc_library() -> str | None:
+    """The mimalloc shared library the `cmeel-mimalloc` wheel installed (its major-version name,
+    e.g. `.../cmeel.prefix/lib/libmimalloc.so.3`), None where the wheel is not installed."""
+    try:
+        files = importlib.metadata.files(MIMALLOC_DISTRIBUTION) or ()
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    paths = sorted(str(f.locate()) for f in files if re.fullmatch(r"libmimalloc\.so\.\d+", f.name))
+    return next((p for p in paths if os.path.isfile(p)), None)
+
+
+def malloc_choice(environ=os.environ) -> str:
+    """`VIVIT_JAX_MALLOC` (default `mimalloc`); a clear error for any other value."""
+    choice = environ.get(MALLOC_ENV, "mimalloc").strip().lower() or "mimalloc"
+    if choice not in MALLOC_CHOICES:
+        raise ValueError(
+            f"{MALLOC_ENV}={environ[MALLOC_ENV]!r}: expected one of {', '.join(MALLOC_CHOICES)} "
+            "(default = leave malloc as it is)."
+        )
+    return choice
+
+
+def fast_malloc_environ(
+    environ=os.environ, thp_enabled_file: str = THP_ENABLED_FILE
+) -> dict[str, str] | None:
+    """The environment to restart this process in with a faster malloc, None for no restart.
+
+    mimalloc preloaded (`LD_PRELOAD`, before the user's entries) with `MIMALLOC_OPTIONS`, where
+    `VIVIT_JAX_MALLOC` is `mimalloc` (the default) and `mimalloc_library()` finds it; otherwise,
+    or for `huge-pages`, glibc's huge-page tunable (`huge_pages_environ`). None when there is
+    nothing to do: `default`, `VIVIT_JAX_CPU_TUNING=0`, JAX will run on an accelerator, or this
+    restart is done (`LD_PRELOAD` names mimalloc, jemalloc or tcmalloc: a user's preloaded
+    malloc is theirs to keep).
+    """
+    choice = malloc_choice(environ)
+    if choice == "default" or _opted_out(environ) or not _jax_will_run_on_cpu(environ):
+        return None
+    preload = environ.get("LD_PRELOAD", "")
+    if any(name in preload for name in _PRELOADED_MALLOCS):
+        return None
+    library = mimalloc_library() if choice == "mimalloc" else None
+    if library is None:
+        return huge_pages_environ(environ, thp_enabled_file)
+    options = {k: environ.get(k, v) for k, v in MIMALLOC_OPTIONS.items()}
+    return {**environ, **options, "LD_PRELOAD": " ".join(filter(None, (library, preload)))}
+
+
+def malloc_in_use() -> str:
+    """What this process's malloc is, for logs and benchmark reports: `mimalloc (<path>)`,
+    `glibc on huge pages`, or `glibc`."""
+    try:
+        with open("/proc/self/maps") as f:
+            mapped = {line.split()[-1] for line in f if "libmimalloc" in line}
+    except OSError:
+        mapped = set()
+    if mapped:
+        return f"mimalloc ({min(mapped)})"
+    if HUGE_PAGES_TUNABLE in os.environ.get("GLIBC_TUNABLES", ""):
+        return "glibc on huge pages"
+    return "glibc"
+
+
 def huge_pages_environ(
     environ=os.environ, thp_enabled_file: str = THP_ENABLED_FILE
 ) -> dict[str, str] | None:
     """The environment to restart this process in so that malloc uses transparent huge pages.
 
-    None when there is nothing to do: opted out (`VIVIT_JAX_HUGE_PAGES=0` or
-    `VIVIT_JAX_CPU_TUNING=0`), `GLIBC_TUNABLES` already names `glibc.malloc.hugetlb` (the user's
+    None when there is nothing to do: opted out (`VIVIT_JAX_CPU_TUNING=0`), `GLIBC_TUNABLES`
+    already names `glibc.malloc.hugetlb` (the user's
     choice, or this restart done), the kernel gives huge pages to every process anyway ('always')
     or to none ('never', or no THP), glibc is older than 2.35 (no such tunable) or absent, or
     JAX will run on an accelerator.
     """
-    if _opted_out(environ) or _opted_out(environ, HUGE_PAGES_ENV):
+    if _opted_out(environ):
         return None
     tunables = environ.get("GLIBC_TUNABLES", "")
     if HUGE_PAGES_TUNABLE_NAME in tunables:
@@ -160,21 +236,20 @@ def huge_pages_environ(
     return {**environ, "GLIBC_TUNABLES": ":".join(filter(None, (tunables, HUGE_PAGES_TUNABLE)))}
 
 
-def restart_with_huge_pages() -> None:
-    """Re-executes this process (same interpreter, same arguments) with malloc on huge pages.
+def restart_with_fast_malloc() -> None:
+    """Re-executes this process (same interpreter, same arguments) with `fast_malloc_environ`'s
+    allocator: mimalloc that keeps freed memory, or glibc on transparent huge pages.
 
-    On the CPU, XLA's steps are memory-bound between their dots, over temporaries that malloc
-    maps afresh every step; with glibc's `glibc.malloc.hugetlb=1` (it `madvise`s its memory for
-    transparent huge pages, which a kernel in 'madvise' mode, the common default, gives only to
-    regions that ask) a step faults 2 MiB pages instead of 4 KiB ones, about 300 times fewer
-    faults, and misses the TLB less: the benchmark configs' training steps are 15–20% shorter
-    ((b): 2874 -> 2409 ms, experiments/README.md). The tunable is read only when a process
-    starts, so it cannot be set from Python for the running process: hence the restart. Call it
-    first thing in a `__main__` (`vivit_jax.main`, the benchmark), never from library code; it
-    returns without restarting when `huge_pages_environ` says there is nothing to do, and the
-    restarted process finds the tunable set and carries on.
+    On a CPU, XLA's steps are memory-bound between their dots, over temporaries that glibc maps
+    afresh every step (and the kernel zeroes): the (b) benchmark's training step faulted ~670
+    huge pages (~1.3 GB) in per step. With mimalloc keeping it, the step faults nothing and takes ~1.45 s every time,
+    against 1.45–2.8 s (median ~1.8) on glibc with huge pages, whose slow steps spent up to 1 s in
+    the kernel (experiments/README.md). A preloaded library and glibc's tunables are read only
+    when a process starts, hence the restart. Call it first thing in a `__main__`
+    (`vivit_jax.main`, the benchmark), never from library code; the restarted process finds its
+    environment set and carries on.
     """
-    env = huge_pages_environ()
+    env = fast_malloc_environ()
     if env is None:
         return
     sys.stdout.flush()

@@ -18,8 +18,6 @@ and SLURM) or `--coordinator_address=host:port --num_processes=N --process_id=i`
 
 from __future__ import annotations
 
-import os
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -64,14 +62,17 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     _initialize_distributed()
+    import jax
+
     from vivit_jax import cpu_tuning
 
     cpu_tuning.keep_freed_memory()
-    if cpu_tuning.HUGE_PAGES_TUNABLE in os.environ.get("GLIBC_TUNABLES", ""):
+    if jax.default_backend() == "cpu":
         logging.info(
-            "malloc on transparent huge pages (GLIBC_TUNABLES=%s; %s=0 to run without).",
-            os.environ["GLIBC_TUNABLES"],
-            cpu_tuning.HUGE_PAGES_ENV,
+            "malloc: %s (%s=%s to choose another).",
+            cpu_tuning.malloc_in_use(),
+            cpu_tuning.MALLOC_ENV,
+            "|".join(cpu_tuning.MALLOC_CHOICES),
         )
     if _MODE.value == "train":
         if _CHECKPOINT.value:
@@ -97,5 +98,5 @@ def main(argv) -> None:
 if __name__ == "__main__":
     from vivit_jax import cpu_tuning
 
-    cpu_tuning.restart_with_huge_pages()  # first: it may restart this process (CPU runs)
+    cpu_tuning.restart_with_fast_malloc()  # first: it may restart this process (CPU runs)
     app.run(main)

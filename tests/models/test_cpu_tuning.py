@@ -1,7 +1,10 @@
 """`vivit_jax.cpu_tuning`: the XLA:CPU compiler options of the project's jits, and malloc."""
 
+import ctypes
+import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -117,7 +120,6 @@ def test_huge_pages_restart_environment_adds_the_tunable_to_the_users(tmp_path, 
 @pytest.mark.parametrize(
     "env,mode",
     [
-        ({cpu_tuning.HUGE_PAGES_ENV: "0"}, "madvise"),
         ({cpu_tuning.OPT_OUT_ENV: "off"}, "madvise"),
         ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "madvise"),  # the user's choice (or done)
         ({}, "always"),  # every process gets huge pages anyway
@@ -141,49 +143,150 @@ def test_no_huge_pages_restart_before_glibc_2_35(tmp_path, monkeypatch):
 
 def test_an_installed_accelerator_plugin_means_no_restart(tmp_path, glibc_2_36, monkeypatch):
     madvise = _thp_file(tmp_path, "madvise")
-    if cpu_tuning.huge_pages_environ({}, madvise) is None:
+    monkeypatch.setattr(cpu_tuning, "mimalloc_library", lambda: str(tmp_path / "libmimalloc.so.3"))
+    if cpu_tuning.fast_malloc_environ({}, madvise) is None:
         pytest.skip("a JAX accelerator plugin is installed here")
     (tmp_path / "jax_plugins").mkdir()  # a namespace package, as the CUDA plugins install
     (tmp_path / "jax_plugins" / "xla_cuda13").mkdir()
     monkeypatch.syspath_prepend(str(tmp_path))
     assert cpu_tuning.huge_pages_environ({}, madvise) is None
+    assert cpu_tuning.fast_malloc_environ({}, madvise) is None
 
 
-# Runs the restart, then maps and touches a 64 MiB malloc block; prints what the process saw.
+@pytest.fixture
+def fake_mimalloc(tmp_path, monkeypatch):
+    library = str(tmp_path / "lib" / "libmimalloc.so.3")
+    monkeypatch.setattr(cpu_tuning, "mimalloc_library", lambda: library)
+    return library
+
+
+def test_mimalloc_restart_preloads_it_before_the_users_libraries(fake_mimalloc, tmp_path):
+    env = {"JAX_PLATFORMS": "cpu", "LD_PRELOAD": "/opt/libfoo.so", "A": "b"}
+    out = cpu_tuning.fast_malloc_environ(env, _thp_file(tmp_path, "madvise"))
+    assert out == {
+        **env,
+        "LD_PRELOAD": f"{fake_mimalloc} /opt/libfoo.so",
+        "MIMALLOC_PURGE_DELAY": "-1",  # never hand freed memory back to the kernel
+    }
+    env = {"JAX_PLATFORMS": "cpu", "MIMALLOC_PURGE_DELAY": "100"}  # the user's setting wins
+    out = cpu_tuning.fast_malloc_environ(env, _thp_file(tmp_path, "madvise"))
+    assert out["MIMALLOC_PURGE_DELAY"] == "100" and out["LD_PRELOAD"] == fake_mimalloc
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {cpu_tuning.MALLOC_ENV: "default"},
+        {cpu_tuning.MALLOC_ENV: " Default "},
+        {cpu_tuning.OPT_OUT_ENV: "0"},
+        {"JAX_PLATFORMS": "cuda"},
+        {"LD_PRELOAD": "/site/cmeel.prefix/lib/libmimalloc.so.3"},  # the restart is done
+        {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"},  # the user's own malloc
+        {"LD_PRELOAD": "libtcmalloc_minimal.so.4"},
+    ],
+)
+def test_no_malloc_restart_when_not_wanted_or_done(fake_mimalloc, tmp_path, glibc_2_36, env):
+    thp = _thp_file(tmp_path, "madvise")
+    assert cpu_tuning.fast_malloc_environ({"JAX_PLATFORMS": "cpu", **env}, thp) is None
+
+
+def test_without_mimalloc_or_asked_to_the_restart_uses_huge_pages(
+    fake_mimalloc, tmp_path, glibc_2_36, monkeypatch
+):
+    thp = _thp_file(tmp_path, "madvise")
+    env = {"JAX_PLATFORMS": "cpu", cpu_tuning.MALLOC_ENV: "huge-pages"}
+    assert cpu_tuning.fast_malloc_environ(env, thp) == cpu_tuning.huge_pages_environ(env, thp)
+    assert "LD_PRELOAD" not in cpu_tuning.fast_malloc_environ(env, thp)
+    monkeypatch.setattr(cpu_tuning, "mimalloc_library", lambda: None)
+    env = {"JAX_PLATFORMS": "cpu"}
+    out = cpu_tuning.fast_malloc_environ(env, thp)
+    assert out == {**env, "GLIBC_TUNABLES": cpu_tuning.HUGE_PAGES_TUNABLE}
+
+
+def test_an_unknown_malloc_choice_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"VIVIT_JAX_MALLOC='jemalloc'.*mimalloc, huge-pages"):
+        cpu_tuning.fast_malloc_environ({cpu_tuning.MALLOC_ENV: "jemalloc"})
+
+
+def test_mimalloc_library_is_the_installed_wheels():
+    try:
+        importlib.metadata.distribution(cpu_tuning.MIMALLOC_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        assert cpu_tuning.mimalloc_library() is None
+        pytest.skip(f"{cpu_tuning.MIMALLOC_DISTRIBUTION} is not installed here")
+    library = cpu_tuning.mimalloc_library()
+    assert os.path.isfile(library) and re.search(r"libmimalloc\.so\.\d+$", library)
+    ctypes.CDLL(library).mi_version.restype = ctypes.c_int  # loads: a real mimalloc
+    assert ctypes.CDLL(library).mi_version() >= 200
+
+
+# Runs the restart, then touches, frees and touches again a 256 MiB block with the process's
+# malloc (the preloaded one: symbols looked up globally, as XLA's are); prints what it saw.
 _RESTART = textwrap.dedent(
     """
-    import ctypes, ctypes.util, json, os, re
+    import ctypes, json, os, re, resource, time
     print("started", os.getpid(), flush=True)
     from vivit_jax import cpu_tuning
-    cpu_tuning.restart_with_huge_pages()
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    libc.malloc.restype = ctypes.c_void_p
-    block = libc.malloc(64 << 20)
-    ctypes.memset(block, 1, 64 << 20)
-    with open("/proc/self/smaps_rollup") as f:
-        huge_kib = int(re.search(r"AnonHugePages:\\s+(\\d+) kB", f.read()).group(1))
-    print(json.dumps(dict(tunables=os.environ.get("GLIBC_TUNABLES", ""), huge_kib=huge_kib)))
+    cpu_tuning.restart_with_fast_malloc()
+    process = ctypes.CDLL(None)
+    process.malloc.restype = ctypes.c_void_p
+    process.free.argtypes = [ctypes.c_void_p]
+    def touch():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        block = process.malloc(256 << 20)
+        ctypes.memset(block, 1, 256 << 20)
+        with open("/proc/self/smaps_rollup") as f:
+            huge_kib = int(re.search(r"AnonHugePages:\\s+(\\d+) kB", f.read()).group(1))
+        process.free(block)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, huge_kib
+    first, huge_kib = touch()
+    time.sleep(0.2)  # past mimalloc's default delay before it hands freed memory back (10 ms),
+    if hasattr(process, "mi_collect"):  # then what a busy process's allocations would trigger
+        process.mi_collect(0)
+    print(json.dumps(dict(
+        malloc=cpu_tuning.malloc_in_use(), tunables=os.environ.get("GLIBC_TUNABLES", ""),
+        preload=os.environ.get("LD_PRELOAD", ""), first=first, second=touch()[0], huge_kib=huge_kib,
+    )))
     """
 )
 
 
-@pytest.mark.parametrize("opt_out", [False, True])
-def test_restart_puts_malloc_on_huge_pages_in_the_same_process(opt_out):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIVIT_JAX_")}
-    env.update(JAX_PLATFORMS="cpu", **({cpu_tuning.HUGE_PAGES_ENV: "0"} if opt_out else {}))
-    env.pop("GLIBC_TUNABLES", None)
-    if not opt_out and cpu_tuning.huge_pages_environ(env) is None:
-        pytest.skip("this machine's kernel or glibc gives nothing to restart for")
+def _restart(choice: str) -> tuple[int, dict]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIVIT_JAX_", "MIMALLOC_"))}
+    env.update({"JAX_PLATFORMS": "cpu", cpu_tuning.MALLOC_ENV: choice})
+    for name in ("GLIBC_TUNABLES", "LD_PRELOAD"):
+        env.pop(name, None)
     out = subprocess.run(
         [sys.executable, "-c", _RESTART], env=env, capture_output=True, text=True, check=True
     )
     lines = out.stdout.strip().splitlines()
     started = [line for line in lines if line.startswith("started")]
-    seen = json.loads(lines[-1])
-    if opt_out:
-        assert len(started) == 1 and seen["tunables"] == ""
-        assert seen["huge_kib"] < 2048  # the kernel gave the block no huge page
-    else:
-        assert len(started) == 2 and len(set(started)) == 1  # restarted once, as the same process
-        assert seen["tunables"] == cpu_tuning.HUGE_PAGES_TUNABLE
-        assert seen["huge_kib"] >= 32 << 10  # at least half of the block on 2 MiB pages
+    assert len(set(started)) == 1  # restarted (if at all) as the same process
+    return len(started), json.loads(lines[-1])
+
+
+def test_restart_puts_mimalloc_under_the_process_and_it_keeps_freed_memory():
+    if cpu_tuning.mimalloc_library() is None:
+        pytest.skip(f"{cpu_tuning.MIMALLOC_DISTRIBUTION} is not installed here")
+    starts, seen = _restart("mimalloc")
+    assert starts == 2 and seen["malloc"].startswith("mimalloc (")
+    assert seen["preload"] == cpu_tuning.mimalloc_library()
+    # The block was touched for real (>= 128 faults even on 2 MiB pages, which mimalloc asks
+    # for), then its memory reused, not faulted in again.
+    assert seen["first"] >= 128 and seen["second"] <= seen["first"] // 10
+    starts, seen = _restart("default")  # glibc unmaps the block and maps it afresh
+    pages = (256 << 20) // 4096
+    assert starts == 1 and seen["malloc"] == "glibc" and seen["second"] > pages // 2
+
+
+def test_restart_puts_glibc_malloc_on_huge_pages():
+    env = {"JAX_PLATFORMS": "cpu"}
+    if cpu_tuning.huge_pages_environ(env) is None:
+        pytest.skip("this machine's kernel or glibc gives nothing to restart for")
+    starts, seen = _restart("huge-pages")
+    assert starts == 2 and seen["malloc"] == "glibc on huge pages"
+    assert seen["tunables"] == cpu_tuning.HUGE_PAGES_TUNABLE and seen["preload"] == ""
+    assert seen["huge_kib"] >= 128 << 10  # at least half of the block on 2 MiB pages
+    starts, seen = _restart("default")
+    assert starts == 1 and seen["tunables"] == ""
+    assert seen["huge_kib"] < 2048  # the kernel gave the block no huge page

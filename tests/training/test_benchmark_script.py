@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from vivit_jax import cpu_tuning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -18,7 +20,8 @@ def test_benchmark_writes_every_runner_and_mode(tmp_path):
     """Also, where torch is installed (CI installs it), the peer in its own process."""
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIVIT_JAX_")}
-    env.pop("GLIBC_TUNABLES", None)
+    for name in ("GLIBC_TUNABLES", "LD_PRELOAD"):
+        env.pop(name, None)
     cmd = [
         sys.executable,
         os.path.join(ROOT, "experiments", "benchmark.py"),
@@ -64,11 +67,13 @@ def test_benchmark_writes_every_runner_and_mode(tmp_path):
             if "last block: cls" in name:
                 assert m["model_flops"] < 0.9 * other["model_flops"]
     assert "train" in proc.stdout and "x2 devices" in proc.stdout
-    # As vivit_jax.main: restarted with malloc on huge pages where that helps; the peer not.
-    huge_pages = cpu_tuning.huge_pages_environ(env) is not None
-    assert (cpu_tuning.HUGE_PAGES_TUNABLE in report["glibc_tunables"]) == huge_pages
+    # As vivit_jax.main: restarted with mimalloc (else glibc on huge pages); the peer not.
+    if cpu_tuning.mimalloc_library():
+        assert report["malloc_in_use"] == f"mimalloc ({cpu_tuning.mimalloc_library()})"
+    elif cpu_tuning.huge_pages_environ(env) is not None:
+        assert report["malloc_in_use"] == "glibc on huge pages"
     if PEER:
-        assert row["peer"]["glibc_tunables"] == ""
+        assert row["peer"]["malloc"] == "glibc" and row["peer"]["glibc_tunables"] == ""
 
 
 def test_benchmark_imports_without_tensorflow():
@@ -97,3 +102,32 @@ def test_init_compile_script_times_both_lowerings_and_compares_parameters():
     assert "jax_threefry_gpu_kernel_lowering=False" in proc.stdout
     assert "jax_threefry_gpu_kernel_lowering=True" in proc.stdout
     assert "the same parameters, bit for bit: True" in proc.stdout
+
+
+def test_the_peer_runs_without_vivit_jax_malloc_unless_asked(monkeypatch):
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    try:
+        import benchmark
+    finally:
+        sys.path.pop(0)
+    monkeypatch.setattr(cpu_tuning, "mimalloc_library", lambda: "/site/lib/libmimalloc.so.3")
+    ours = {
+        "A": "b",
+        "LD_PRELOAD": "/site/lib/libmimalloc.so.3 /opt/libfoo.so",
+        "MIMALLOC_PURGE_DELAY": "-1",
+        "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1:glibc.malloc.hugetlb=1",
+    }
+    assert benchmark.peer_environ(ours, "default") == {
+        "A": "b",
+        "LD_PRELOAD": "/opt/libfoo.so",
+        "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1",
+    }
+    assert benchmark.peer_environ({"A": "b"}, "default") == {"A": "b"}
+    assert benchmark.peer_environ({"A": "b"}, "mimalloc") == {
+        "A": "b",
+        "LD_PRELOAD": "/site/lib/libmimalloc.so.3",
+        "MIMALLOC_PURGE_DELAY": "-1",
+    }
+    monkeypatch.setattr(cpu_tuning, "mimalloc_library", lambda: None)
+    with pytest.raises(RuntimeError, match="pip install cmeel-mimalloc"):
+        benchmark.peer_environ({}, "mimalloc")
