@@ -25,10 +25,10 @@ mimalloc (from the `cmeel-mimalloc` wheel) preloaded as the process's malloc, to
 return freed memory to the kernel. glibc cannot be told that for XLA's worker threads: their
 allocations larger than a malloc heap (64 MiB) are always fresh `mmap`s, unmapped again on
 `free` (the (b) training step: a 645 MiB block, mapped and unmapped every step, `strace`), so
-every step faulted its temporaries in again, at a cost of 0.1–1.0 s of kernel time per (b) step,
-every other step slow. Where mimalloc is not
-installed the restart falls back to glibc's transparent-huge-page tunable (fewer, larger
-faults). `VIVIT_JAX_MALLOC` picks (`mimalloc`, `huge-pages`, `default` = no restart).
+every step faulted its temporaries in again, at a cost of 0.1–1.3 s of kernel time in every
+other (b) step. Where mimalloc is not installed the restart falls back to glibc's
+transparent-huge-page tunable (fewer, larger faults). `VIVIT_JAX_MALLOC` picks (`mimalloc`,
+`huge-pages`, `default` = no restart).
 """
 
 from __future__ import annotations
@@ -242,10 +242,10 @@ def restart_with_fast_malloc() -> None:
 
     On a CPU, XLA's steps are memory-bound between their dots, over temporaries that glibc maps
     afresh every step (and the kernel zeroes): the (b) benchmark's training step faulted ~670
-    huge pages (~1.3 GB) in per step. With mimalloc keeping it, the step faults nothing and takes ~1.45 s every time,
-    against 1.45–2.8 s (median ~1.8) on glibc with huge pages, whose slow steps spent up to 1 s in
-    the kernel (experiments/README.md). A preloaded library and glibc's tunables are read only
-    when a process starts, hence the restart. Call it first thing in a `__main__`
+    huge pages (~1.3 GB) in per step. With mimalloc keeping them, no step faults and the median
+    step is 1471–1528 ms against 1722–1826 on glibc with huge pages, whose slow steps spent up
+    to 1.3 s in the kernel (experiments/README.md). A preloaded library and glibc's tunables are
+    read only when a process starts, hence the restart. Call it first thing in a `__main__`
     (`vivit_jax.main`, the benchmark), never from library code; the restarted process finds its
     environment set and carries on.
     """
