@@ -368,8 +368,7 @@ def peer_environ(environ, malloc: str) -> dict[str, str]:
                 f"--peer-malloc=mimalloc: mimalloc is not installed "
                 f"(pip install {cpu_tuning.MIMALLOC_DISTRIBUTION})."
             )
-        env.update(cpu_tuning.MIMALLOC_OPTIONS)
-        env["LD_PRELOAD"] = " ".join(filter(None, (library, preload)))
+        env = cpu_tuning.mimalloc_environ(env, library)
     return env
 
 

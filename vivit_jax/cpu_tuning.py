@@ -192,8 +192,15 @@ def fast_malloc_environ(
     library = mimalloc_library() if choice == "mimalloc" else None
     if library is None:
         return huge_pages_environ(environ, thp_enabled_file)
+    return mimalloc_environ(environ, library)
+
+
+def mimalloc_environ(environ, library: str) -> dict[str, str]:
+    """`environ` with mimalloc (`library`) preloaded before the user's `LD_PRELOAD` entries, and
+    `MIMALLOC_OPTIONS` where the user set none of their own."""
     options = {k: environ.get(k, v) for k, v in MIMALLOC_OPTIONS.items()}
-    return {**environ, **options, "LD_PRELOAD": " ".join(filter(None, (library, preload)))}
+    preload = " ".join(filter(None, (library, environ.get("LD_PRELOAD", ""))))
+    return {**environ, **options, "LD_PRELOAD": preload}
 
 
 def malloc_in_use() -> str:
