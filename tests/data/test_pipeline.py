@@ -1,6 +1,9 @@
 """get_dataset on moving_shapes/tiny (40 train / 20 validation / 12 test videos, 8×16×16)."""
 
 import itertools
+import os
+import threading
+import time
 
 import jax
 import numpy as np
@@ -216,3 +219,42 @@ def test_ssv2_is_not_flipped_by_default(make_config):
     assert pipeline._flip_default(
         "something_something_v2", pipeline.config_lib.resolve({"random_flip": True})
     )
+
+
+def test_pipelines_decode_in_parallel_without_tf_data_autotuning(
+    shapes_dir, make_config, monkeypatch
+):
+    """tf.data's autotuning thread can hold up the deletion of an iterator for the rest of its
+    sleep (up to a minute; seen as `python -m vivit_jax.main` waiting ~30 s after its last log
+    line in half the runs): TF 2.21 wakes it for cancellation before marking the iterator
+    cancelled, so it can go back to sleep. Every split's pipeline runs without it, and its
+    parallel map (num_parallel_calls=-1) still fetches several examples at once."""
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        pytest.skip("needs 2 schedulable cores")
+    datasets, lock, state = [], threading.Lock(), {"now": 0, "max": 0}
+    make_dataset, fetch = pipeline._Split.tf_dataset, pipeline._Fetcher._fetch
+
+    def recording_make_dataset(self, *args, **kwargs):
+        datasets.append(make_dataset(self, *args, **kwargs))
+        return datasets[-1]
+
+    def slow_fetch(self, position):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.05)  # Releases the GIL, as reading a video file does.
+        with lock:
+            state["now"] -= 1
+        return fetch(self, position)
+
+    monkeypatch.setattr(pipeline._Split, "tf_dataset", recording_make_dataset)
+    monkeypatch.setattr(pipeline._Fetcher, "_fetch", slow_fetch)
+    ds = get_dataset(make_config(shapes_dir))
+    _take(ds.train_iter, 3)
+    assert state["max"] >= 2
+    list(ds.valid_iter())
+    list(ds.test_iter())
+    assert len(datasets) == 3
+    for dataset in datasets:
+        assert dataset.options().autotune.enabled is False
