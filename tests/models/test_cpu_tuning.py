@@ -203,7 +203,7 @@ def test_without_mimalloc_or_asked_to_the_restart_uses_huge_pages(
     assert out == {**env, "GLIBC_TUNABLES": cpu_tuning.HUGE_PAGES_TUNABLE}
 
 
-def test_an_unknown_malloc_choice_is_a_clear_error(tmp_path):
+def test_an_unknown_malloc_choice_is_a_clear_error():
     with pytest.raises(ValueError, match=r"VIVIT_JAX_MALLOC='jemalloc'.*mimalloc, huge-pages"):
         cpu_tuning.fast_malloc_environ({cpu_tuning.MALLOC_ENV: "jemalloc"})
 
