@@ -75,7 +75,7 @@ def default_dataset_configs() -> ml_collections.ConfigDict:
       train_split ('train'), eval_split ('validation'), test_split ('test').
       test_batch_size (None): videos per multi-view test batch; None = `config.eval_batch_size`.
       num_parallel_calls (-1): parallel decode calls per process; -1: one per
-        schedulable core.
+        schedulable core (TF without `autotune.initial_parallelism`: at most 16).
       prefetch (2): batches prepared ahead on the host.
     Sources:
       data_dir (None): TFDS data directory; None = TFDS's default (~/tensorflow_datasets).

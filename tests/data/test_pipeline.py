@@ -1,7 +1,6 @@
 """get_dataset on moving_shapes/tiny (40 train / 20 validation / 12 test videos, 8×16×16)."""
 
 import itertools
-import os
 import threading
 import time
 
@@ -229,8 +228,7 @@ def test_pipelines_decode_in_parallel_without_tf_data_autotuning(
     line in half the runs): TF 2.21 wakes it for cancellation before marking the iterator
     cancelled, so it can go back to sleep. Every split's pipeline runs without it, and its
     parallel map (num_parallel_calls=-1) still fetches several examples at once."""
-    cores = len(os.sched_getaffinity(0))
-    if cores < 2:
+    if pipeline._schedulable_cores() < 2:
         pytest.skip("needs 2 schedulable cores")
     datasets, lock, state = [], threading.Lock(), {"now": 0, "max": 0}
     make_dataset, fetch = pipeline._Split.tf_dataset, pipeline._Fetcher._fetch
@@ -258,3 +256,5 @@ def test_pipelines_decode_in_parallel_without_tf_data_autotuning(
     assert len(datasets) == 3
     for dataset in datasets:
         assert dataset.options().autotune.enabled is False
+        if hasattr(type(dataset.options().autotune), "initial_parallelism"):
+            assert dataset.options().autotune.initial_parallelism == pipeline._schedulable_cores()

@@ -373,12 +373,12 @@ class _Split:
         # No autotuning thread: TF 2.21 wakes it for an iterator's cancellation before marking
         # the iterator cancelled, so it can sleep on (up to a minute) while the iterator's
         # deletion waits for it. num_parallel_calls=-1 then means one call per schedulable core
-        # (autotuning's ceiling; tf.data's own default stops at 16). Decode throughput measured
-        # the same without it (experiments/README.md, "Input pipeline").
+        # (autotuning's ceiling) where TF has `initial_parallelism` (2.18 does, 2.14 did not),
+        # else tf.data's default, min(16, cores). Decode throughput measured the same without
+        # autotuning (experiments/README.md, "Input pipeline").
         options.autotune.enabled = False
-        options.autotune.initial_parallelism = (
-            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        )
+        if hasattr(type(options.autotune), "initial_parallelism"):
+            options.autotune.initial_parallelism = _schedulable_cores()
         return ds.with_options(options)
 
     def iterate(self, start_step: int = 0) -> Iterator[dict[str, Any]]:
@@ -409,6 +409,12 @@ class _Split:
                     for k, v in batch.items()
                 }
             yield batch
+
+
+def _schedulable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _flip_default(dataset_name: str, cfg) -> bool:
