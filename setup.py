@@ -33,7 +33,12 @@ setuptools.setup(
         # wheels for Linux x86_64 / aarch64 (and macOS, where it is not used).
         "cmeel-mimalloc>=3.2; sys_platform == 'linux' and "
         "(platform_machine == 'x86_64' or platform_machine == 'aarch64')",
+        # OpenBLAS for the CPU attention kernel (vivit_jax/models/cpu_attention.py), which is
+        # compiled on first use with the machine's C++ compiler; without either, XLA's path.
+        "scipy-openblas32>=0.3.27; sys_platform == 'linux' and "
+        "(platform_machine == 'x86_64' or platform_machine == 'aarch64')",
     ],
+    package_data={"vivit_jax.models": ["*.cc"]},
     extras_require={
         "test": [
             "pytest>=8.0",

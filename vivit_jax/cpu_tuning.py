@@ -49,6 +49,13 @@ OPT_OUT_ENV = "VIVIT_JAX_CPU_TUNING"
 KEEP_FREED_MEMORY_ENV = "VIVIT_JAX_KEEP_FREED_MEMORY"
 
 
+def schedulable_cores() -> int:
+    """The cores this process may run on (its affinity mask), or the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _opted_out(environ, name: str = OPT_OUT_ENV) -> bool:
     return environ.get(name, "1").strip().lower() in ("0", "false", "no", "off")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.models.helpers import TINY_INPUT, randomize, tiny_config
-from vivit_jax.models import create_model, layers
+from vivit_jax.models import cpu_attention, create_model, layers
 
 KINDS = [
     "spacetime",
@@ -58,13 +58,16 @@ def test_remat_gives_identical_gradients(kind):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("blocks", ["one block", "many blocks"])
+@pytest.mark.parametrize("blocks", ["one block", "many blocks", "many blocks, no kernel"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_fused_attention_matches_einsum(kind, blocks, monkeypatch):
-    # On the CPU `fused` is `head_blocked_attention`; the tiny model's scores fit one block
-    # unless the block is made smaller than one head's [L, L] scores (then also zero-padded).
-    if blocks == "many blocks":
+    # On the CPU `fused` is the compiled kernel (`cpu_attention`) or, without it,
+    # `head_blocked_attention`, where one head's [L, L] scores do not fit one block; the tiny
+    # model's fit unless the block is made smaller (then the XLA path also zero-pads heads).
+    if blocks != "one block":
         monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 1)
+    if blocks == "many blocks, no kernel":
+        monkeypatch.setenv(cpu_attention.OPT_OUT_ENV, "0")
     cfg, model, video, params = _setup(kind)
     fused_cfg = tiny_config(kind, "gap", attention_implementation="fused", remat=True)
     fused = create_model(fused_cfg, num_classes=5)
@@ -88,7 +91,9 @@ def _assert_same_logits_and_gradients(model, reference, params, video):
 @pytest.mark.parametrize("shape", [(1, 33, 5, 8), (3, 1, 17, 3, 16)])
 def test_head_blocked_attention_equals_einsum_attention(shape, dtype, tol, monkeypatch):
     # Blocks of 2 heads' scores (the head count, 5 or 3, is odd: one zero-padded head), values
-    # and all three gradients against the einsum path, any leading batch axes.
+    # and all three gradients against the einsum path, any leading batch axes. (float32 runs
+    # the compiled kernel unless it is turned off: tests/models/test_cpu_attention.py.)
+    monkeypatch.setenv(cpu_attention.OPT_OUT_ENV, "0")
     batch, length, heads = np.prod(shape[:-3]), shape[-3], shape[-2]
     monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 2 * batch * length**2)
     q, k, v, w = (jax.random.normal(jax.random.key(i), shape, dtype) for i in range(4))
@@ -114,6 +119,7 @@ def test_head_blocked_attention_keeps_a_sharded_batch_on_its_devices(monkeypatch
     # Data parallel (batch sharded as train.py shards it): each device attends over its own
     # clips only. Folding the batch into the looped axis once made XLA all-gather q, k and v
     # and run every device's attention on every device (2x slower on 2 host devices).
+    monkeypatch.setenv(cpu_attention.OPT_OUT_ENV, "0")  # the kernel's own test: test_cpu_attention
     monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 2 * 4 * 16**2)
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
     sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
@@ -138,9 +144,12 @@ def test_head_blocked_attention_keeps_a_sharded_batch_on_its_devices(monkeypatch
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_fused_on_a_cpu_keeps_no_attention_matrix_for_its_backward_pass(monkeypatch):
+@pytest.mark.parametrize("kernel", ["1", "0"])
+def test_fused_on_a_cpu_keeps_no_attention_matrix_for_its_backward_pass(kernel, monkeypatch):
     # What the backward pass keeps (the VJP's residuals): einsum's include the [N, H, L, L]
-    # probabilities; the blocked path keeps q, k, v, the output and one log-sum-exp per row.
+    # probabilities; the kernel and the XLA blocked path keep q, k, v, the output and one
+    # log-sum-exp per row.
+    monkeypatch.setenv(cpu_attention.OPT_OUT_ENV, kernel)
     monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 2 * 64 * 64)
     q, k, v = (jax.random.normal(jax.random.key(i), (2, 64, 4, 8)) for i in range(3))
     attention_matrix = 2 * 4 * 64 * 64

@@ -25,7 +25,6 @@ import atexit
 import dataclasses
 import gc
 import math
-import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from vivit_jax import cpu_tuning
 from vivit_jax import dataset_configs as config_lib
 from vivit_jax.data import ops
 from vivit_jax.data.randaugment import randaugment
@@ -378,7 +378,7 @@ class _Split:
         # autotuning (experiments/README.md, "Input pipeline").
         options.autotune.enabled = False
         if hasattr(type(options.autotune), "initial_parallelism"):
-            options.autotune.initial_parallelism = _schedulable_cores()
+            options.autotune.initial_parallelism = cpu_tuning.schedulable_cores()
         return ds.with_options(options)
 
     def iterate(self, start_step: int = 0) -> Iterator[dict[str, Any]]:
@@ -409,12 +409,6 @@ class _Split:
                     for k, v in batch.items()
                 }
             yield batch
-
-
-def _schedulable_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _flip_default(dataset_name: str, cfg) -> bool:

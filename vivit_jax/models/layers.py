@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from vivit_jax.models import cpu_attention
+
 Dtype = Any
 Initializer = Callable[..., jax.Array]
 
@@ -371,7 +373,9 @@ def fused_attention(
         out = even_length_attention(q, k, v, "xla", key_length)
     if out is None and jax.default_backend() == "cpu":
         n, length, heads, _ = q.shape
-        if _head_group(n, heads, length) < heads:
+        if _head_group(n, heads, length) < heads and cpu_attention.available(q.dtype):
+            out = cpu_attention.attention(q, k, v)
+        elif _head_group(n, heads, length) < heads:
             out = head_blocked_attention(q, k, v)
         else:  # Every score matrix fits one step: nothing to block, and einsum is as fast.
             out = einsum_attention(q, k, v)

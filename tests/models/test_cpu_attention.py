@@ -1,0 +1,175 @@
+"""The compiled CPU attention kernel: same values and gradients as einsum attention, sharded
+inputs stay sharded, and every way the build can fail is a clear error or a logged fallback."""
+
+import logging
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vivit_jax.models import cpu_attention, layers
+
+needs_kernel = pytest.mark.skipif(
+    jax.default_backend() != "cpu" or not cpu_attention.available(),
+    reason="the CPU attention kernel cannot be built here (see the logged warning)",
+)
+
+
+def _value_and_grads(fn, w):
+    return jax.value_and_grad(lambda *a: jnp.sum(fn(*a) * w), argnums=(0, 1, 2))
+
+
+def _qkvw(shape):
+    return tuple(jax.random.normal(jax.random.key(i), shape) for i in range(4))
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", [(1, 1, 1, 4), (2, 37, 3, 16), (3, 130, 2, 64)])
+def test_kernel_equals_einsum_attention(shape):
+    # Odd lengths, one token, head dims 4..64: outputs and the three gradients.
+    q, k, v, w = _qkvw(shape)
+    got_value, got = jax.jit(_value_and_grads(cpu_attention.attention, w))(q, k, v)
+    want_value, want = jax.jit(_value_and_grads(layers.einsum_attention, w))(q, k, v)
+    np.testing.assert_allclose(
+        cpu_attention.attention(q, k, v), layers.einsum_attention(q, k, v), atol=2e-6
+    )
+    np.testing.assert_allclose(got_value, want_value, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.abs(b).max()))
+
+
+@needs_kernel
+def test_kernel_is_softmax_stable_for_large_scores():
+    # Scores of ±1000 (a naive exp overflows): each query attends to the key it matches.
+    eye = jnp.eye(8)[None, :, None, :] * 1000.0 * jnp.sqrt(8.0)
+    v = jax.random.normal(jax.random.key(0), (1, 8, 1, 8))
+    out = cpu_attention.attention(eye, eye, v)
+    assert bool(jnp.all(jnp.isfinite(out)))
+    np.testing.assert_allclose(out, v, atol=1e-6)
+
+
+@needs_kernel
+def test_kernel_results_do_not_depend_on_its_thread_count(monkeypatch):
+    # Each (batch, head) pair is one thread's work, start to end: bit-identical results.
+    q, k, v, w = _qkvw((2, 33, 3, 8))
+    fn = _value_and_grads(cpu_attention.attention, w)
+    runs = []
+    for threads in (1, 2, 5):
+        monkeypatch.setattr(cpu_attention, "_threads", lambda devices=1, t=threads: t)
+        runs.append(jax.jit(fn)(q, k, v))  # a new trace: the thread count is an attribute
+    for run in runs[1:]:
+        for a, b in zip(jax.tree.leaves(runs[0]), jax.tree.leaves(run)):
+            np.testing.assert_array_equal(a, b)
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "spec,gathered", [(("data", None, "model"), False), ((None, None, None, "data"), True)]
+)
+def test_kernel_keeps_batch_and_head_sharding(spec, gathered):
+    # Batch over 'data', heads over 'model' (2 x 2 devices): each device computes its own pairs,
+    # no collective but the loss's sum. A sharded head dim has to be gathered first.
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("data", "model"))
+    sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+    q, k, v, w = (jax.device_put(t, sharded) for t in _qkvw((4, 17, 6, 8)))
+    grad = jax.jit(_value_and_grads(cpu_attention.attention, w))
+    hlo = grad.lower(q, k, v).compile().as_text()
+    assert cpu_attention._FORWARD in hlo and cpu_attention._BACKWARD in hlo
+    collectives = [c for c in ("all-gather(", "all-to-all(", "collective-permute(") if c in hlo]
+    if gathered:
+        assert collectives  # the head dim is gathered before the kernel runs
+    else:
+        assert collectives == []
+    value, grads = grad(q, k, v)
+    want_value, want = _value_and_grads(layers.einsum_attention, w)(q, k, v)
+    np.testing.assert_allclose(value, want_value, rtol=1e-5)
+    for a, b in zip(grads, want):
+        if not gathered:
+            assert a.sharding.is_equivalent_to(sharded, a.ndim)
+        np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.abs(b).max()))
+
+
+@needs_kernel
+def test_the_kernel_rejects_operands_of_different_shapes():
+    q = jnp.zeros((1, 4, 2, 8))
+    call = jax.ffi.ffi_call(cpu_attention._FORWARD, (q, jax.ShapeDtypeStruct((1, 2, 4), q.dtype)))
+    with pytest.raises(Exception, match="k must have q's shape"):
+        jax.block_until_ready(call(q, jnp.zeros((1, 5, 2, 8)), q, threads=np.int64(1)))
+
+
+@needs_kernel
+def test_fused_attention_runs_the_kernel_where_scores_need_blocks(monkeypatch):
+    monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 2 * 16**2)
+    q, k, v, _ = _qkvw((2, 16, 4, 8))
+    hlo = jax.jit(lambda *a: layers.fused_attention(*a)).lower(q, k, v).as_text()
+    assert cpu_attention._FORWARD in hlo
+    monkeypatch.setenv(cpu_attention.OPT_OUT_ENV, "0")
+    assert not cpu_attention.available()
+    hlo = jax.jit(lambda *a: layers.fused_attention(*a)).lower(q, k, v).as_text()
+    assert cpu_attention._FORWARD not in hlo and "while" in hlo  # head_blocked_attention
+
+
+def test_an_unbuildable_kernel_falls_back_with_one_warning(monkeypatch, caplog):
+    monkeypatch.setattr(cpu_attention, "_load", lambda: "no C++ compiler 'c++' on PATH (...)")
+    monkeypatch.setattr(cpu_attention, "_warned", set())
+    monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 2 * 16**2)
+    q, k, v, w = _qkvw((2, 16, 4, 8))
+    with caplog.at_level(logging.WARNING):
+        value, grads = _value_and_grads(layers.fused_attention, w)(q, k, v)
+        assert not cpu_attention.available()
+    warnings = [r.getMessage() for r in caplog.records if "attention kernel" in r.getMessage()]
+    assert len(warnings) == 1 and "no C++ compiler" in warnings[0]
+    want_value, want = _value_and_grads(layers.einsum_attention, w)(q, k, v)
+    np.testing.assert_allclose(value, want_value, rtol=1e-5)
+    for a, b in zip(grads, want):
+        np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.abs(b).max()))
+
+
+def test_build_says_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    with pytest.raises(cpu_attention.BuildError, match="no C..? compiler 'no-such-compiler-xyz'"):
+        cpu_attention.build(str(tmp_path))
+    monkeypatch.delenv("CXX")
+    monkeypatch.setitem(sys.modules, "scipy_openblas32", None)  # import fails
+    with pytest.raises(cpu_attention.BuildError, match="pip install scipy-openblas32"):
+        cpu_attention.build(str(tmp_path))
+
+
+@needs_kernel
+def test_build_reports_the_compiler_error_and_leaves_no_file(monkeypatch, tmp_path):
+    bad = tmp_path / "bad.cc"
+    bad.write_text("this is not C++;\n")
+    monkeypatch.setattr(cpu_attention, "SOURCE", str(bad))
+    cache = tmp_path / "cache"
+    with pytest.raises(cpu_attention.BuildError, match="(?s)failed.*bad.cc"):
+        cpu_attention.build(str(cache))
+    assert os.listdir(cache) == []
+
+
+@needs_kernel
+def test_build_is_cached_per_source(monkeypatch, tmp_path):
+    path = cpu_attention.build(str(tmp_path))
+    stamp = os.stat(path).st_mtime_ns
+    assert cpu_attention.build(str(tmp_path)) == path and os.stat(path).st_mtime_ns == stamp
+    changed = tmp_path / "changed.cc"
+    changed.write_text(open(cpu_attention.SOURCE).read() + "\n// changed\n")
+    monkeypatch.setattr(cpu_attention, "SOURCE", str(changed))
+    other = cpu_attention.build(str(tmp_path))
+    assert other != path and sorted(os.listdir(tmp_path)) == sorted(
+        [os.path.basename(path), os.path.basename(other), "changed.cc"]
+    )
+
+
+@needs_kernel
+def test_kernel_threads_share_the_cores_among_the_devices_that_run_it(monkeypatch):
+    # One device: every core; data parallel over 4 host devices (concurrent): a quarter each.
+    monkeypatch.setattr(cpu_attention.cpu_tuning, "schedulable_cores", lambda: 8)
+    q = jnp.ones((4, 17, 6, 8))
+    fn = jax.jit(cpu_attention.attention)
+    assert "threads = 8 :" in fn.lower(q, q, q).compile().as_text()
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:4]), ("data",))
+    q = jax.device_put(q, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+    assert "threads = 2 :" in fn.lower(q, q, q).compile().as_text()

@@ -1,0 +1,233 @@
+// Softmax attention for XLA:CPU as two XLA FFI custom calls (forward, backward), float32.
+//
+// Built and loaded at run time by cpu_attention.py (g++, OpenBLAS from the scipy-openblas32
+// wheel). Why by hand: XLA:CPU has no fused attention, and its Eigen dots run the [L, 64] x
+// [64, L] products of attention at ~100 GFLOP/s on a 2-core machine where OpenBLAS, one
+// (batch, head) pair per thread, reaches ~90 per core (experiments/README.md).
+//
+// Layout: q, k, v, o, do, dq, dk, dv are row-major [N, L, H, D]; lse is [N, H, L] (each query
+// row's log-sum-exp of its scaled scores). Each (n, h) pair is independent: threads take pairs
+// in turn and hold one or two [L, L] float32 scratch matrices each.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "cblas.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// exp(x) for x <= 0 (softmax arguments after the row maximum), vectorisable: 2^n times a
+// degree-6 polynomial on [-ln2/2, ln2/2]; relative error ~2e-7. Arguments below -87 give
+// ~1e-38 instead of 0 (harmless beside a row sum >= 1).
+inline float exp_nonpositive(float x) {
+  x = std::max(x, -87.0f);
+  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  float t = x * 1.44269504f + shifter;
+  float n = t - shifter;
+  float r = x - n * 0.693145752f - n * 1.42860677e-6f;
+  float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666418f +
+                                                r * (0.00833345205f + r * 0.00138925493f)))));
+  int32_t bits;
+  std::memcpy(&bits, &t, 4);
+  int32_t scale_bits = (bits - 0x4B400000 + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &scale_bits, 4);
+  return p * scale;
+}
+
+struct Dims {
+  int64_t n, l, h, d;
+};
+
+ffi::Error CheckSame(const char* what, ffi::AnyBuffer::Dimensions a, const Dims& s) {
+  if (a.size() != 4 || a[0] != s.n || a[1] != s.l || a[2] != s.h || a[3] != s.d) {
+    return ffi::Error::InvalidArgument(std::string("vivit_cpu_attention: ") + what +
+                                       " must have q's shape [N, L, H, D]");
+  }
+  return ffi::Error::Success();
+}
+
+// Runs fn(pair, scratch) for every (n, h) pair on up to `threads` threads.
+template <typename Fn>
+void ForEachPair(const Dims& s, int64_t threads, int64_t scratch_floats, Fn fn) {
+  const int64_t pairs = s.n * s.h;
+  const int64_t workers = std::max<int64_t>(1, std::min(threads, pairs));
+  // Every sgemm runs on its calling thread: this library copy (the wheel's) is ours alone.
+  static const bool single_threaded = [] {
+    scipy_openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)single_threaded;
+  auto work = [&](int64_t w) {
+    std::vector<float> scratch(scratch_floats);
+    for (int64_t p = w; p < pairs; p += workers) fn(p, scratch.data());
+  };
+  std::vector<std::thread> pool;
+  for (int64_t w = 1; w < workers; ++w) pool.emplace_back(work, w);
+  work(0);
+  for (auto& t : pool) t.join();
+}
+
+ffi::Error CheckAll(std::initializer_list<std::pair<const char*, ffi::AnyBuffer::Dimensions>> all,
+                    const Dims& s) {
+  for (auto [name, dims] : all) {
+    if (auto e = CheckSame(name, dims, s); e.failure()) return e;
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
+                   ffi::ResultBuffer<ffi::F32> o, ffi::ResultBuffer<ffi::F32> lse,
+                   int64_t threads) {
+  auto qd = q.dimensions();
+  if (qd.size() != 4) return ffi::Error::InvalidArgument("vivit_cpu_attention: q must be 4-D");
+  const Dims s{qd[0], qd[1], qd[2], qd[3]};
+  if (auto e = CheckAll({{"k", k.dimensions()}, {"v", v.dimensions()}, {"o", o->dimensions()}},
+                        s);
+      e.failure())
+    return e;
+  const int64_t L = s.l, D = s.d, row = s.h * s.d;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const float* qp = q.typed_data();
+  const float* kp = k.typed_data();
+  const float* vp = v.typed_data();
+  float* op = o->typed_data();
+  float* lp = lse->typed_data();
+  ForEachPair(s, threads, L * L + L, [&](int64_t pair, float* scratch) {
+    const int64_t n = pair / s.h, h = pair % s.h;
+    const int64_t base = n * L * row + h * D;
+    float* scores = scratch;
+    float* inv_total = scratch + L * L;
+    // scores = scale * q k^T
+    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, D, scale, qp + base, row,
+                kp + base, row, 0.0f, scores, L);
+    float* lse_row = lp + pair * L;
+    for (int64_t i = 0; i < L; ++i) {
+      float* srow = scores + i * L;
+      float m = srow[0];
+#pragma omp simd reduction(max : m)
+      for (int64_t j = 1; j < L; ++j) m = std::max(m, srow[j]);
+      float total = 0.0f;
+#pragma omp simd reduction(+ : total)
+      for (int64_t j = 0; j < L; ++j) {
+        srow[j] = exp_nonpositive(srow[j] - m);
+        total += srow[j];
+      }
+      lse_row[i] = m + std::log(total);
+      inv_total[i] = 1.0f / total;
+    }
+    // o = (p v) / row sum
+    float* out = op + base;
+    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, 1.0f, scores, L, vp + base,
+                row, 0.0f, out, row);
+    for (int64_t i = 0; i < L; ++i) {
+#pragma omp simd
+      for (int64_t c = 0; c < D; ++c) out[i * row + c] *= inv_total[i];
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// Gradients of the forward pass, recomputing each pair's probabilities from lse (flash
+// attention's scheme): dv = p^T do; ds = p * (do v^T - rowsum(do * o)); dq = scale ds k;
+// dk = scale ds^T q.
+ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
+                    ffi::Buffer<ffi::F32> o, ffi::Buffer<ffi::F32> lse,
+                    ffi::Buffer<ffi::F32> d_o, ffi::ResultBuffer<ffi::F32> dq,
+                    ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv,
+                    int64_t threads) {
+  auto qd = q.dimensions();
+  if (qd.size() != 4) return ffi::Error::InvalidArgument("vivit_cpu_attention: q must be 4-D");
+  const Dims s{qd[0], qd[1], qd[2], qd[3]};
+  if (auto e = CheckAll({{"k", k.dimensions()},
+                         {"v", v.dimensions()},
+                         {"o", o.dimensions()},
+                         {"do", d_o.dimensions()},
+                         {"dq", dq->dimensions()},
+                         {"dk", dk->dimensions()},
+                         {"dv", dv->dimensions()}},
+                        s);
+      e.failure())
+    return e;
+  auto ld = lse.dimensions();
+  if (ld.size() != 3 || ld[0] != s.n || ld[1] != s.h || ld[2] != s.l) {
+    return ffi::Error::InvalidArgument("vivit_cpu_attention: lse must be [N, H, L]");
+  }
+  const int64_t L = s.l, D = s.d, row = s.h * s.d;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
+  const float *op = o.typed_data(), *dop = d_o.typed_data(), *lp = lse.typed_data();
+  float *dqp = dq->typed_data(), *dkp = dk->typed_data(), *dvp = dv->typed_data();
+  ForEachPair(s, threads, 2 * L * L + L, [&](int64_t pair, float* scratch) {
+    const int64_t n = pair / s.h, h = pair % s.h;
+    const int64_t base = n * L * row + h * D;
+    float* p = scratch;
+    float* ds = scratch + L * L;
+    float* delta = scratch + 2 * L * L;
+    const float* lse_row = lp + pair * L;
+    for (int64_t i = 0; i < L; ++i) {
+      const float* a = dop + base + i * row;
+      const float* b = op + base + i * row;
+      float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t c = 0; c < D; ++c) acc += a[c] * b[c];
+      delta[i] = acc;
+    }
+    // Keys on rows (the transposed problem): p_t = exp(scale k q^T - lse), ds_t likewise, so
+    // that dv and dk are products without a transposed operand.
+    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, D, scale, kp + base, row,
+                      qp + base, row, 0.0f, p, L);
+    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, D, 1.0f, vp + base, row,
+                      dop + base, row, 0.0f, ds, L);
+    for (int64_t j = 0; j < L; ++j) {
+      float* prow = p + j * L;
+      float* drow = ds + j * L;
+#pragma omp simd
+      for (int64_t i = 0; i < L; ++i) {
+        prow[i] = exp_nonpositive(prow[i] - lse_row[i]);
+        drow[i] = prow[i] * (drow[i] - delta[i]);
+      }
+    }
+    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, 1.0f, p, L, dop + base,
+                      row, 0.0f, dvp + base, row);
+    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, scale, ds, L, qp + base,
+                      row, 0.0f, dkp + base, row);
+    scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, D, L, scale, ds, L, kp + base,
+                      row, 0.0f, dqp + base, row);
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VivitAttentionForward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VivitAttentionBackward, Backward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("threads"));
