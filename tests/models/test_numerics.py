@@ -58,16 +58,15 @@ def test_remat_gives_identical_gradients(kind):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("blocks", ["one block", "many blocks", "many blocks, no kernel"])
+@pytest.mark.parametrize("path", ["kernel", "no kernel, many blocks"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_fused_attention_matches_einsum(kind, blocks, monkeypatch):
+def test_fused_attention_matches_einsum(kind, path, monkeypatch):
     # On the CPU `fused` is the compiled kernel (`cpu_attention`) or, without it,
-    # `head_blocked_attention`, where one head's [L, L] scores do not fit one block; the tiny
-    # model's fit unless the block is made smaller (then the XLA path also zero-pads heads).
-    if blocks != "one block":
-        monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 1)
-    if blocks == "many blocks, no kernel":
+    # `head_blocked_attention` where one head's [L, L] scores do not fit one block (the tiny
+    # model's fit unless the block is made smaller; then heads are also zero-padded).
+    if path == "no kernel, many blocks":
         monkeypatch.setenv(cpu_attention.OPT_OUT_ENV, "0")
+        monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 1)
     cfg, model, video, params = _setup(kind)
     fused_cfg = tiny_config(kind, "gap", attention_implementation="fused", remat=True)
     fused = create_model(fused_cfg, num_classes=5)

@@ -342,7 +342,8 @@ def fused_attention(
     Asks for cuDNN's flash attention where `fused_backend` picks it. JAX checks cuDNN's limits
     (head dim a multiple of 8 and at most 128, or 256 on Hopper; cuDNN present) while tracing
     and raises; then this falls back to XLA's implementation, with one warning per reason. On a
-    CPU it runs `head_blocked_attention` (or the einsum path where all scores fit one block).
+    CPU it runs the compiled kernel `cpu_attention.attention` (float32, where it can be built),
+    else `head_blocked_attention` (or the einsum path where all scores fit one block).
     Fewer queries than keys (a class-token-only last block) take the einsum path everywhere.
     `key_length`: only the first `key_length` keys count (the tokens after them are padding).
     """
@@ -373,7 +374,7 @@ def fused_attention(
         out = even_length_attention(q, k, v, "xla", key_length)
     if out is None and jax.default_backend() == "cpu":
         n, length, heads, _ = q.shape
-        if _head_group(n, heads, length) < heads and cpu_attention.available(q.dtype):
+        if cpu_attention.available(q.dtype):
             out = cpu_attention.attention(q, k, v)
         elif _head_group(n, heads, length) < heads:
             out = head_blocked_attention(q, k, v)
