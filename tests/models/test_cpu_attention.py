@@ -3,6 +3,7 @@ inputs stay sharded, and every way the build can fail is a clear error or a logg
 
 import logging
 import os
+import subprocess
 import sys
 
 import jax
@@ -179,3 +180,22 @@ def test_kernel_threads_share_the_cores_among_the_devices_that_run_it(monkeypatc
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:4]), ("data",))
     q = jax.device_put(q, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
     assert "threads = 2 :" in fn.lower(q, q, q).compile().as_text()
+
+
+@needs_kernel
+def test_attention_speed_script_times_every_implementation():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = os.path.join(root, "experiments", "attention_speed.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--shapes=2x9x2x8,1x3x1x4", "--repeats=1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header, *rows = proc.stdout.strip().splitlines()
+    names = [f"{n} {m}" for n in ("einsum", "blocked", "kernel") for m in ("fwd", "f+b")]
+    assert header.split() == ["shape", *" ".join(names).split()]
+    assert [r.split()[0] for r in rows] == ["2x9x2x8", "1x3x1x4"]
+    assert all(len(r.split()) == 7 and all(float(x) > 0 for x in r.split()[1:]) for r in rows)

@@ -27,7 +27,8 @@ Initializer = Callable[..., jax.Array]
 
 # `einsum` reproduces the original's `flax.linen.dot_product_attention` numerics; `fused` never
 # stores the [L, L] attention matrix where it can: cuDNN's flash attention on an NVIDIA GPU for
-# 16-bit inputs, `head_blocked_attention` on a CPU, XLA's attention elsewhere (`fused_attention`).
+# 16-bit inputs, the compiled `cpu_attention` kernel on a CPU (float32; else
+# `head_blocked_attention`), XLA's attention elsewhere (`fused_attention`).
 ATTENTION_IMPLEMENTATIONS = ("einsum", "fused")
 
 

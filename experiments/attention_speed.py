@@ -1,0 +1,81 @@
+"""Attention alone on a CPU: einsum, XLA's blocked path and the compiled kernel, side by side.
+
+    python experiments/attention_speed.py                      # ViViT's shapes (below)
+    python experiments/attention_speed.py --shapes=2x785x12x64 --repeats=15
+
+Times the forward pass and forward + backward (the VJP of all three inputs) of each
+implementation on `[N, L, heads, head_dim]` float32 inputs, alternating between them, medians
+of `--repeats` (ms). The implementations are the ones `attention_implementation` picks from:
+`layers.einsum_attention` (stores the `[N, heads, L, L]` probabilities),
+`layers.head_blocked_attention` (XLA, a few heads at a time) and `cpu_attention.attention` (the
+compiled kernel, built on first use). Compiled with vivit_jax's XLA:CPU options, as the model's
+steps are. Does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vivit_jax import cpu_tuning
+from vivit_jax.models import cpu_attention, layers
+
+# (b) and (c) of experiments/benchmark.py, (a)'s 65 tokens, Model 2's spatial encoder at 8×224²
+# with batch 2 (8 time steps × 2 clips), Model 3's temporal attention (196 positions × 2 clips).
+DEFAULT_SHAPES = "8x65x3x64,4x393x6x64,2x785x12x64,16x197x12x64,392x17x12x64"
+
+
+def _vjp_of(fn):
+    def run(q, k, v, d_out):
+        out, vjp = jax.vjp(fn, q, k, v)
+        return out, vjp(d_out)
+
+    return run
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="NxLxHxD, comma-separated")
+    parser.add_argument("--repeats", type=int, default=9)
+    args = parser.parse_args(argv)
+    if jax.default_backend() != "cpu":
+        print("attention_speed.py compares CPU implementations; JAX runs on", jax.default_backend())
+        return 1
+    impls = {"einsum": layers.einsum_attention, "blocked": layers.head_blocked_attention}
+    if cpu_attention.available():
+        impls["kernel"] = cpu_attention.attention
+    else:
+        print("the compiled kernel is unavailable here (see the warning above)")
+    options = cpu_tuning.compiler_options()
+    rng = np.random.default_rng(0)
+    print(f"{'shape':>18}  " + "  ".join(f"{n + ' fwd':>12} {n + ' f+b':>12}" for n in impls))
+    for text in args.shapes.split(","):
+        shape = tuple(int(x) for x in text.lower().split("x"))
+        q, k, v, d_out = (jnp.asarray(rng.standard_normal(shape, np.float32)) for _ in range(4))
+        runs = {}
+        for name, fn in impls.items():
+            runs[name, "fwd"] = (jax.jit(fn).lower(q, k, v), (q, k, v))
+            runs[name, "f+b"] = (jax.jit(_vjp_of(fn)).lower(q, k, v, d_out), (q, k, v, d_out))
+        runs = {key: (lo.compile(compiler_options=options), a) for key, (lo, a) in runs.items()}
+        times = {key: [] for key in runs}
+        for _ in range(args.repeats):
+            for key, (fn, a) in runs.items():
+                jax.block_until_ready(fn(*a))  # lead-in: caches and threads warm for this one
+                start = time.perf_counter()
+                jax.block_until_ready(fn(*a))
+                times[key].append(time.perf_counter() - start)
+        cells = [f"{np.median(times[key]) * 1e3:12.2f}" for key in runs]
+        print(
+            f"{text:>18}  " + "  ".join(" ".join(cells[i : i + 2]) for i in range(0, len(cells), 2))
+        )
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
