@@ -56,7 +56,8 @@ def schedulable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def _opted_out(environ, name: str = OPT_OUT_ENV) -> bool:
+def opted_out(environ, name: str = OPT_OUT_ENV) -> bool:
+    """Whether `environ[name]` turns a setting off (0, false, no, off; unset means on)."""
     return environ.get(name, "1").strip().lower() in ("0", "false", "no", "off")
 
 
@@ -70,7 +71,7 @@ def _backend(backend: str | None) -> str:
 
 def compiler_options(backend: str | None = None, environ=os.environ) -> dict[str, str] | None:
     """`jax.jit(..., compiler_options=...)` for a step compiled for `backend` (default: JAX's)."""
-    if _opted_out(environ):
+    if opted_out(environ):
         return None
     if _backend(backend) != "cpu":
         return None
@@ -94,7 +95,7 @@ def keep_freed_memory(backend: str | None = None, environ=os.environ) -> bool:
     backend, with glibc, without either opt-out (`VIVIT_JAX_CPU_TUNING=0`,
     `VIVIT_JAX_KEEP_FREED_MEMORY=0`). Written with ctypes: no library exposes `mallopt`.
     """
-    if _opted_out(environ) or _opted_out(environ, KEEP_FREED_MEMORY_ENV):
+    if opted_out(environ) or opted_out(environ, KEEP_FREED_MEMORY_ENV):
         return False
     if _backend(backend) != "cpu":
         return False
@@ -191,7 +192,7 @@ def fast_malloc_environ(
     malloc is theirs to keep).
     """
     choice = malloc_choice(environ)
-    if choice == "default" or _opted_out(environ) or not _jax_will_run_on_cpu(environ):
+    if choice == "default" or opted_out(environ) or not _jax_will_run_on_cpu(environ):
         return None
     preload = environ.get("LD_PRELOAD", "")
     if any(name in preload for name in _PRELOADED_MALLOCS):
@@ -236,7 +237,7 @@ def huge_pages_environ(
     or to none ('never', or no THP), glibc is older than 2.35 (no such tunable) or absent, or
     JAX will run on an accelerator.
     """
-    if _opted_out(environ):
+    if opted_out(environ):
         return None
     tunables = environ.get("GLIBC_TUNABLES", "")
     if HUGE_PAGES_TUNABLE_NAME in tunables:

@@ -199,3 +199,11 @@ def test_attention_speed_script_times_every_implementation():
     assert header.split() == ["shape", *" ".join(names).split()]
     assert [r.split()[0] for r in rows] == ["2x9x2x8", "1x3x1x4"]
     assert all(len(r.split()) == 7 and all(float(x) > 0 for x in r.split()[1:]) for r in rows)
+
+
+def test_a_cached_library_that_does_not_load_says_to_delete_it(monkeypatch, tmp_path):
+    broken = tmp_path / "cpu_attention-0123456789abcdef.so"
+    broken.write_bytes(b"not a shared library")
+    monkeypatch.setattr(cpu_attention, "build", lambda: str(broken))
+    reason = cpu_attention._load.__wrapped__()
+    assert str(broken) in reason and "delete it to build it again" in reason

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <new>
 #include <string>
 #include <thread>
 #include <utility>
@@ -57,9 +58,11 @@ ffi::Error CheckSame(const char* what, ffi::AnyBuffer::Dimensions a, const Dims&
   return ffi::Error::Success();
 }
 
-// Runs fn(pair, scratch) for every (n, h) pair on up to `threads` threads.
+// Runs fn(pair, scratch) for every (n, h) pair on up to `threads` threads, each with its own
+// `scratch_floats` of scratch, allocated first (an allocation failure is an error, not a crash
+// in a worker thread).
 template <typename Fn>
-void ForEachPair(const Dims& s, int64_t threads, int64_t scratch_floats, Fn fn) {
+ffi::Error ForEachPair(const Dims& s, int64_t threads, int64_t scratch_floats, Fn fn) {
   const int64_t pairs = s.n * s.h;
   const int64_t workers = std::max<int64_t>(1, std::min(threads, pairs));
   // Every sgemm runs on its calling thread: this library copy (the wheel's) is ours alone.
@@ -68,14 +71,24 @@ void ForEachPair(const Dims& s, int64_t threads, int64_t scratch_floats, Fn fn) 
     return true;
   }();
   (void)single_threaded;
+  std::vector<std::vector<float>> scratch;
+  try {
+    for (int64_t w = 0; w < workers; ++w) scratch.emplace_back(scratch_floats);
+  } catch (const std::bad_alloc&) {
+    return ffi::Error(ffi::ErrorCode::kResourceExhausted,
+                      "vivit_cpu_attention: cannot allocate " +
+                          std::to_string(workers * scratch_floats * 4 >> 20) +
+                          " MiB of scratch ([L, L] float32 per thread); use fewer tokens or "
+                          "attention_implementation='einsum'");
+  }
   auto work = [&](int64_t w) {
-    std::vector<float> scratch(scratch_floats);
-    for (int64_t p = w; p < pairs; p += workers) fn(p, scratch.data());
+    for (int64_t p = w; p < pairs; p += workers) fn(p, scratch[w].data());
   };
   std::vector<std::thread> pool;
   for (int64_t w = 1; w < workers; ++w) pool.emplace_back(work, w);
   work(0);
   for (auto& t : pool) t.join();
+  return ffi::Error::Success();
 }
 
 ffi::Error CheckAll(std::initializer_list<std::pair<const char*, ffi::AnyBuffer::Dimensions>> all,
@@ -103,7 +116,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
   const float* vp = v.typed_data();
   float* op = o->typed_data();
   float* lp = lse->typed_data();
-  ForEachPair(s, threads, L * L + L, [&](int64_t pair, float* scratch) {
+  return ForEachPair(s, threads, L * L + L, [&](int64_t pair, float* scratch) {
     const int64_t n = pair / s.h, h = pair % s.h;
     const int64_t base = n * L * row + h * D;
     float* scores = scratch;
@@ -135,7 +148,6 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
       for (int64_t c = 0; c < D; ++c) out[i * row + c] *= inv_total[i];
     }
   });
-  return ffi::Error::Success();
 }
 
 // Gradients of the forward pass, recomputing each pair's probabilities from lse (flash
@@ -168,7 +180,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
   const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
   const float *op = o.typed_data(), *dop = d_o.typed_data(), *lp = lse.typed_data();
   float *dqp = dq->typed_data(), *dkp = dk->typed_data(), *dvp = dv->typed_data();
-  ForEachPair(s, threads, 2 * L * L + L, [&](int64_t pair, float* scratch) {
+  return ForEachPair(s, threads, 2 * L * L + L, [&](int64_t pair, float* scratch) {
     const int64_t n = pair / s.h, h = pair % s.h;
     const int64_t base = n * L * row + h * D;
     float* p = scratch;
@@ -205,7 +217,6 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
     scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, D, L, scale, ds, L, kp + base,
                       row, 0.0f, dqp + base, row);
   });
-  return ffi::Error::Success();
 }
 
 }  // namespace

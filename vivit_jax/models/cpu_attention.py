@@ -6,8 +6,9 @@ call pair, forward and backward (flash attention's scheme: the backward pass rec
 probabilities from each query row's log-sum-exp), that gives each (batch, head) pair to one
 thread and runs its products with OpenBLAS (the `scipy-openblas32` wheel), one thread per
 product. Why: XLA:CPU has no attention kernel, and its Eigen dots run attention's `[L, 64]`
-products at ~100 GFLOP/s on the 2-core CI machine, where this reaches ~150 (ViViT-B's
-`[2, 785, 12, 64]`, forward + backward: 130 → 90 ms; experiments/README.md).
+products at 99–116 GFLOP/s on the 2-core CI machine, where the kernel's products run at ~179 (ViViT-B's
+`[2, 785, 12, 64]`, forward + backward: 133 → 86 ms against `head_blocked_attention`, 195 ms
+for einsum; experiments/README.md, `experiments/attention_speed.py`).
 
 Built once per machine, the first time a process needs it, with the C++ compiler (`$CXX`, else
 `c++`) and `-march=native`, into `$VIVIT_JAX_CACHE_DIR` (default `~/.cache/vivit_jax`) under a
@@ -17,9 +18,14 @@ cannot be built (no compiler, no `scipy-openblas32`, not Linux, a failed compile
 warning that says why and what to install, and the model takes the XLA path: same results to
 float32 rounding. `VIVIT_JAX_CPU_ATTENTION=0` turns it off.
 
+Memory: nothing of size `[N, heads, L, L]` is kept for the backward pass (q, k, v, the output
+and `[N, heads, L]` log-sum-exps are); while it runs, each thread holds one (forward) or two
+(backward) `[L, L]` float32 scratch matrices, 79 MB per thread at 3137 tokens (32×224²); an
+allocation that fails is an error that says so.
+
 Sharded inputs (data parallel over XLA host devices, heads over a model axis) stay sharded:
 the calls are `custom_partitioning` ops that run per shard over batch and heads, and gather
-only a sharded length or head dimension (`_partition`).
+only a sharded length or head dimension (`_partitioned`).
 """
 
 from __future__ import annotations
@@ -146,9 +152,12 @@ def _load() -> str | None:
     """Builds, loads and registers the kernel once per process; the reason it cannot, or None."""
     try:
         path = build()
-        lib = ctypes.CDLL(path)
-    except (BuildError, OSError) as e:
+    except BuildError as e:
         return str(e)
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as e:
+        return f"{path} does not load ({e}); delete it to build it again"
     for name, symbol in (
         (_FORWARD, lib.VivitAttentionForward),
         (_BACKWARD, lib.VivitAttentionBackward),
@@ -170,7 +179,7 @@ def available(dtype=jnp.float32) -> bool:
     """Whether `attention` runs here: a CPU backend, float32, not opted out, and built."""
     if jax.default_backend() != "cpu" or jnp.dtype(dtype) != jnp.float32:
         return False
-    if os.environ.get(OPT_OUT_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if cpu_tuning.opted_out(os.environ, OPT_OUT_ENV):
         return False
     reason = _load()
     if reason is not None and reason not in _warned:
