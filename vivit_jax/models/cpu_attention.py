@@ -243,8 +243,10 @@ _LSE = "n h l"
 
 def _pair_shardings(mesh, sharding) -> dict[str, NamedSharding]:
     """Shardings of the `[N, L, H, D]` ("tokens") and `[N, H, L]` ("lse") operands: the batch
-    and head axes of `sharding` (the query's) kept, length and head dim whole."""
-    spec = tuple(sharding.spec) + (None,) * (4 - len(sharding.spec))
+    and head axes of `sharding` (the query's) kept, length and head dim whole. A sharding
+    without a partition spec (one JAX could not name on `mesh`) runs replicated."""
+    spec = tuple(getattr(sharding, "spec", ()))
+    spec += (None,) * (4 - len(spec))
     batch, heads = spec[0], spec[2]
     return {
         "tokens": NamedSharding(mesh, P(batch, None, heads, None)),
