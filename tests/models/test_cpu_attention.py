@@ -99,6 +99,10 @@ def test_the_kernel_rejects_operands_of_different_shapes():
     call = jax.ffi.ffi_call(cpu_attention._FORWARD, (q, jax.ShapeDtypeStruct((1, 2, 4), q.dtype)))
     with pytest.raises(Exception, match="k must have q's shape"):
         jax.block_until_ready(call(q, jnp.zeros((1, 5, 2, 8)), q, threads=np.int64(1)))
+    wrong_lse = (q, jax.ShapeDtypeStruct((1, 4, 2), q.dtype))  # [N, L, H], not [N, H, L]
+    call = jax.ffi.ffi_call(cpu_attention._FORWARD, wrong_lse)
+    with pytest.raises(Exception, match=r"lse must be \[N, H, L\]"):
+        jax.block_until_ready(call(q, q, q, threads=np.int64(1)))
 
 
 @needs_kernel

@@ -58,6 +58,13 @@ ffi::Error CheckSame(const char* what, ffi::AnyBuffer::Dimensions a, const Dims&
   return ffi::Error::Success();
 }
 
+ffi::Error CheckLse(ffi::AnyBuffer::Dimensions a, const Dims& s) {
+  if (a.size() != 3 || a[0] != s.n || a[1] != s.h || a[2] != s.l) {
+    return ffi::Error::InvalidArgument("vivit_cpu_attention: lse must be [N, H, L]");
+  }
+  return ffi::Error::Success();
+}
+
 // Runs fn(pair, scratch) for every (n, h) pair on up to `threads` threads, each with its own
 // `scratch_floats` of scratch, allocated first (an allocation failure is an error, not a crash
 // in a worker thread).
@@ -109,6 +116,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
                         s);
       e.failure())
     return e;
+  if (auto e = CheckLse(lse->dimensions(), s); e.failure()) return e;
   const int64_t L = s.l, D = s.d, row = s.h * s.d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const float* qp = q.typed_data();
@@ -123,7 +131,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
     float* inv_total = scratch + L * L;
     // scores = scale * q k^T
     scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, D, scale, qp + base, row,
-                kp + base, row, 0.0f, scores, L);
+                      kp + base, row, 0.0f, scores, L);
     float* lse_row = lp + pair * L;
     for (int64_t i = 0; i < L; ++i) {
       float* srow = scores + i * L;
@@ -141,8 +149,8 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
     }
     // o = (p v) / row sum
     float* out = op + base;
-    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, 1.0f, scores, L, vp + base,
-                row, 0.0f, out, row);
+    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, 1.0f, scores, L,
+                      vp + base, row, 0.0f, out, row);
     for (int64_t i = 0; i < L; ++i) {
 #pragma omp simd
       for (int64_t c = 0; c < D; ++c) out[i * row + c] *= inv_total[i];
@@ -171,10 +179,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
                         s);
       e.failure())
     return e;
-  auto ld = lse.dimensions();
-  if (ld.size() != 3 || ld[0] != s.n || ld[1] != s.h || ld[2] != s.l) {
-    return ffi::Error::InvalidArgument("vivit_cpu_attention: lse must be [N, H, L]");
-  }
+  if (auto e = CheckLse(lse.dimensions(), s); e.failure()) return e;
   const int64_t L = s.l, D = s.d, row = s.h * s.d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
