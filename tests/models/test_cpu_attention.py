@@ -43,6 +43,20 @@ def test_kernel_equals_einsum_attention(shape):
 
 
 @needs_kernel
+@pytest.mark.parametrize("block", [1, 4, 7, 22, 0])
+def test_kernel_row_blocks_give_the_same_values_and_gradients(monkeypatch, block):
+    # Scores a block of rows at a time. 23 rows: 23 blocks of 1; 4,4,4,4,4,3; 6,6,6,5; 12,11;
+    # one block of 23. The backward pass's dq sums over the key blocks.
+    monkeypatch.setattr(cpu_attention, "BLOCK_ROWS", block)
+    q, k, v, w = _qkvw((2, 23, 2, 8))
+    got_value, got = jax.jit(_value_and_grads(cpu_attention.attention, w))(q, k, v)
+    want_value, want = jax.jit(_value_and_grads(layers.einsum_attention, w))(q, k, v)
+    np.testing.assert_allclose(got_value, want_value, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.abs(b).max()))
+
+
+@needs_kernel
 def test_kernel_is_softmax_stable_for_large_scores():
     # Scores of ±1000 (a naive exp overflows): each query attends to the key it matches.
     eye = jnp.eye(8)[None, :, None, :] * 1000.0 * jnp.sqrt(8.0)
@@ -98,11 +112,13 @@ def test_the_kernel_rejects_operands_of_different_shapes():
     q = jnp.zeros((1, 4, 2, 8))
     call = jax.ffi.ffi_call(cpu_attention._FORWARD, (q, jax.ShapeDtypeStruct((1, 2, 4), q.dtype)))
     with pytest.raises(Exception, match="k must have q's shape"):
-        jax.block_until_ready(call(q, jnp.zeros((1, 5, 2, 8)), q, threads=np.int64(1)))
+        jax.block_until_ready(
+            call(q, jnp.zeros((1, 5, 2, 8)), q, threads=np.int64(1), block=np.int64(0))
+        )
     wrong_lse = (q, jax.ShapeDtypeStruct((1, 4, 2), q.dtype))  # [N, L, H], not [N, H, L]
     call = jax.ffi.ffi_call(cpu_attention._FORWARD, wrong_lse)
     with pytest.raises(Exception, match=r"lse must be \[N, H, L\]"):
-        jax.block_until_ready(call(q, q, q, threads=np.int64(1)))
+        jax.block_until_ready(call(q, q, q, threads=np.int64(1), block=np.int64(0)))
 
 
 @needs_kernel

@@ -7,7 +7,10 @@
 //
 // Layout: q, k, v, o, do, dq, dk, dv are row-major [N, L, H, D]; lse is [N, H, L] (each query
 // row's log-sum-exp of its scaled scores). Each (n, h) pair is independent: threads take pairs
-// in turn and hold one or two [L, L] float32 scratch matrices each.
+// in turn. A pair's scores are computed a block of rows at a time (`block`, 128 from
+// cpu_attention.py): each thread holds one (forward) or two (backward) [rows, L] float32 scratch
+// matrices, which stay in cache where [L, L] ones would not (ViViT-B at 3137 tokens: forward +
+// backward 1034 -> 805 ms; experiments/README.md).
 
 #include <algorithm>
 #include <cmath>
@@ -65,6 +68,15 @@ ffi::Error CheckLse(ffi::AnyBuffer::Dimensions a, const Dims& s) {
   return ffi::Error::Success();
 }
 
+// Rows per block of a pair's queries (forward) or keys (backward): at most `block` (0: all L
+// rows in one block), the L rows split into blocks of equal size (the last one up to one
+// row shorter) rather than full blocks and a short tail.
+int64_t Rows(int64_t block, int64_t L) {
+  if (block <= 0 || block >= L) return L;
+  const int64_t blocks = (L + block - 1) / block;
+  return (L + blocks - 1) / blocks;
+}
+
 // Runs fn(pair, scratch) for every (n, h) pair on up to `threads` threads, each with its own
 // `scratch_floats` of scratch, allocated first (an allocation failure is an error, not a crash
 // in a worker thread).
@@ -108,7 +120,7 @@ ffi::Error CheckAll(std::initializer_list<std::pair<const char*, ffi::AnyBuffer:
 
 ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
                    ffi::ResultBuffer<ffi::F32> o, ffi::ResultBuffer<ffi::F32> lse,
-                   int64_t threads) {
+                   int64_t threads, int64_t block) {
   auto qd = q.dimensions();
   if (qd.size() != 4) return ffi::Error::InvalidArgument("vivit_cpu_attention: q must be 4-D");
   const Dims s{qd[0], qd[1], qd[2], qd[3]};
@@ -118,42 +130,47 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
     return e;
   if (auto e = CheckLse(lse->dimensions(), s); e.failure()) return e;
   const int64_t L = s.l, D = s.d, row = s.h * s.d;
+  const int64_t B = Rows(block, L);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const float* qp = q.typed_data();
   const float* kp = k.typed_data();
   const float* vp = v.typed_data();
   float* op = o->typed_data();
   float* lp = lse->typed_data();
-  return ForEachPair(s, threads, L * L + L, [&](int64_t pair, float* scratch) {
+  return ForEachPair(s, threads, B * L + B, [&](int64_t pair, float* scratch) {
     const int64_t n = pair / s.h, h = pair % s.h;
     const int64_t base = n * L * row + h * D;
     float* scores = scratch;
-    float* inv_total = scratch + L * L;
-    // scores = scale * q k^T
-    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, D, scale, qp + base, row,
-                      kp + base, row, 0.0f, scores, L);
-    float* lse_row = lp + pair * L;
-    for (int64_t i = 0; i < L; ++i) {
-      float* srow = scores + i * L;
-      float m = srow[0];
+    float* inv_total = scratch + B * L;
+    // A block of query rows at a time: their [b, L] scores stay in cache.
+    for (int64_t i0 = 0; i0 < L; i0 += B) {
+      const int64_t b = std::min(B, L - i0);
+      // scores = scale * q k^T
+      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, L, D, scale,
+                        qp + base + i0 * row, row, kp + base, row, 0.0f, scores, L);
+      float* lse_row = lp + pair * L + i0;
+      for (int64_t i = 0; i < b; ++i) {
+        float* srow = scores + i * L;
+        float m = srow[0];
 #pragma omp simd reduction(max : m)
-      for (int64_t j = 1; j < L; ++j) m = std::max(m, srow[j]);
-      float total = 0.0f;
+        for (int64_t j = 1; j < L; ++j) m = std::max(m, srow[j]);
+        float total = 0.0f;
 #pragma omp simd reduction(+ : total)
-      for (int64_t j = 0; j < L; ++j) {
-        srow[j] = exp_nonpositive(srow[j] - m);
-        total += srow[j];
+        for (int64_t j = 0; j < L; ++j) {
+          srow[j] = exp_nonpositive(srow[j] - m);
+          total += srow[j];
+        }
+        lse_row[i] = m + std::log(total);
+        inv_total[i] = 1.0f / total;
       }
-      lse_row[i] = m + std::log(total);
-      inv_total[i] = 1.0f / total;
-    }
-    // o = (p v) / row sum
-    float* out = op + base;
-    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, 1.0f, scores, L,
-                      vp + base, row, 0.0f, out, row);
-    for (int64_t i = 0; i < L; ++i) {
+      // o = (p v) / row sum
+      float* out = op + base + i0 * row;
+      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, D, L, 1.0f, scores, L,
+                        vp + base, row, 0.0f, out, row);
+      for (int64_t i = 0; i < b; ++i) {
 #pragma omp simd
-      for (int64_t c = 0; c < D; ++c) out[i * row + c] *= inv_total[i];
+        for (int64_t c = 0; c < D; ++c) out[i * row + c] *= inv_total[i];
+      }
     }
   });
 }
@@ -165,7 +182,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
                     ffi::Buffer<ffi::F32> o, ffi::Buffer<ffi::F32> lse,
                     ffi::Buffer<ffi::F32> d_o, ffi::ResultBuffer<ffi::F32> dq,
                     ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv,
-                    int64_t threads) {
+                    int64_t threads, int64_t block) {
   auto qd = q.dimensions();
   if (qd.size() != 4) return ffi::Error::InvalidArgument("vivit_cpu_attention: q must be 4-D");
   const Dims s{qd[0], qd[1], qd[2], qd[3]};
@@ -181,16 +198,17 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
     return e;
   if (auto e = CheckLse(lse.dimensions(), s); e.failure()) return e;
   const int64_t L = s.l, D = s.d, row = s.h * s.d;
+  const int64_t B = Rows(block, L);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
   const float *op = o.typed_data(), *dop = d_o.typed_data(), *lp = lse.typed_data();
   float *dqp = dq->typed_data(), *dkp = dk->typed_data(), *dvp = dv->typed_data();
-  return ForEachPair(s, threads, 2 * L * L + L, [&](int64_t pair, float* scratch) {
+  return ForEachPair(s, threads, 2 * B * L + L, [&](int64_t pair, float* scratch) {
     const int64_t n = pair / s.h, h = pair % s.h;
     const int64_t base = n * L * row + h * D;
     float* p = scratch;
-    float* ds = scratch + L * L;
-    float* delta = scratch + 2 * L * L;
+    float* ds = scratch + B * L;
+    float* delta = scratch + 2 * B * L;
     const float* lse_row = lp + pair * L;
     for (int64_t i = 0; i < L; ++i) {
       const float* a = dop + base + i * row;
@@ -200,27 +218,32 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
       for (int64_t c = 0; c < D; ++c) acc += a[c] * b[c];
       delta[i] = acc;
     }
-    // Keys on rows (the transposed problem): p_t = exp(scale k q^T - lse), ds_t likewise, so
-    // that dv and dk are products without a transposed operand.
-    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, D, scale, kp + base, row,
-                      qp + base, row, 0.0f, p, L);
-    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, D, 1.0f, vp + base, row,
-                      dop + base, row, 0.0f, ds, L);
-    for (int64_t j = 0; j < L; ++j) {
-      float* prow = p + j * L;
-      float* drow = ds + j * L;
+    // A block of key rows at a time (the transposed problem: keys on rows, so that dv and dk
+    // are products without a transposed operand): p_t = exp(scale k q^T - lse), ds_t likewise;
+    // dq accumulates over the blocks.
+    for (int64_t j0 = 0; j0 < L; j0 += B) {
+      const int64_t b = std::min(B, L - j0);
+      const int64_t at = base + j0 * row;
+      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, L, D, scale, kp + at, row,
+                        qp + base, row, 0.0f, p, L);
+      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, L, D, 1.0f, vp + at, row,
+                        dop + base, row, 0.0f, ds, L);
+      for (int64_t j = 0; j < b; ++j) {
+        float* prow = p + j * L;
+        float* drow = ds + j * L;
 #pragma omp simd
-      for (int64_t i = 0; i < L; ++i) {
-        prow[i] = exp_nonpositive(prow[i] - lse_row[i]);
-        drow[i] = prow[i] * (drow[i] - delta[i]);
+        for (int64_t i = 0; i < L; ++i) {
+          prow[i] = exp_nonpositive(prow[i] - lse_row[i]);
+          drow[i] = prow[i] * (drow[i] - delta[i]);
+        }
       }
+      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, D, L, 1.0f, p, L,
+                        dop + base, row, 0.0f, dvp + at, row);
+      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, D, L, scale, ds, L,
+                        qp + base, row, 0.0f, dkp + at, row);
+      scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, D, b, scale, ds, L, kp + at,
+                        row, j0 == 0 ? 0.0f : 1.0f, dqp + base, row);
     }
-    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, 1.0f, p, L, dop + base,
-                      row, 0.0f, dvp + base, row);
-    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, scale, ds, L, qp + base,
-                      row, 0.0f, dkp + base, row);
-    scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, D, L, scale, ds, L, kp + base,
-                      row, 0.0f, dqp + base, row);
   });
 }
 
@@ -233,7 +256,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VivitAttentionForward, Forward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads")
+                                  .Attr<int64_t>("block"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VivitAttentionBackward, Backward,
                               ffi::Ffi::Bind()
@@ -246,4 +270,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VivitAttentionBackward, Backward,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads")
+                                  .Attr<int64_t>("block"));

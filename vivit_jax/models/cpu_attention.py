@@ -20,8 +20,8 @@ float32 rounding. `VIVIT_JAX_CPU_ATTENTION=0` turns it off.
 
 Memory: nothing of size `[N, heads, L, L]` is kept for the backward pass (q, k, v, the output
 and `[N, heads, L]` log-sum-exps are); while it runs, each thread holds one (forward) or two
-(backward) `[L, L]` float32 scratch matrices, 79 MB per thread at 3137 tokens (32×224²); an
-allocation that fails is an error that says so.
+(backward) `[rows, L]` float32 scratch matrices (`BLOCK_ROWS` rows: 3.2 MB per thread at 3137
+tokens); an allocation that fails is an error that says so.
 
 Sharded inputs (data parallel over XLA host devices, heads over a model axis) stay sharded:
 the calls are `custom_partitioning` ops that run per shard over batch and heads, and gather
@@ -56,6 +56,10 @@ OPT_OUT_ENV = "VIVIT_JAX_CPU_ATTENTION"
 CACHE_ENV = "VIVIT_JAX_CACHE_DIR"
 CXX_FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
 COMPILE_TIMEOUT_S = 300
+# Rows of a pair's scores computed at a time (0: all L): the kernel splits L into blocks of at
+# most this many. 64, 128, 192 and 256 measured within the noise of each other at 785 and 3137
+# tokens (forward + backward), all faster than one block (experiments/README.md).
+BLOCK_ROWS = 128
 _FORWARD, _BACKWARD = "vivit_cpu_attention_forward", "vivit_cpu_attention_backward"
 
 
@@ -220,7 +224,7 @@ def _forward_call(devices: int):
         _require_loaded()
         n, length, heads, _ = q.shape
         ffi = jax.ffi.ffi_call(_FORWARD, (_struct(q.shape), _struct((n, heads, length))))
-        return ffi(q, k, v, threads=np.int64(_threads(devices)))
+        return ffi(q, k, v, threads=np.int64(_threads(devices)), block=np.int64(BLOCK_ROWS))
 
     return call
 
@@ -231,7 +235,9 @@ def _backward_call(devices: int):
     def call(q, k, v, o, lse, d_o):
         _require_loaded()
         ffi = jax.ffi.ffi_call(_BACKWARD, tuple(_struct(q.shape) for _ in range(3)))
-        return ffi(q, k, v, o, lse, d_o, threads=np.int64(_threads(devices)))
+        return ffi(
+            q, k, v, o, lse, d_o, threads=np.int64(_threads(devices)), block=np.int64(BLOCK_ROWS)
+        )
 
     return call
 
