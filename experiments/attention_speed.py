@@ -10,6 +10,9 @@ of `--repeats` (ms). The implementations are the ones `attention_implementation`
 `layers.head_blocked_attention` (XLA, a few heads at a time) and `cpu_attention.attention` (the
 compiled kernel, built on first use). Compiled with vivit_jax's XLA:CPU options, as the model's
 steps are. Does not import TensorFlow.
+
+`--block-rows=0,64,128` times the kernel once per row-block size instead of at its default
+(`cpu_attention.BLOCK_ROWS`; 0: all of a pair's rows in one block), as columns `kernel/64`, ...
 """
 
 from __future__ import annotations
@@ -42,13 +45,21 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="NxLxHxD, comma-separated")
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument(
+        "--block-rows",
+        default="",
+        help="comma-separated kernel row blocks to compare (0: one block); default: the kernel's",
+    )
     args = parser.parse_args(argv)
     if jax.default_backend() != "cpu":
         print("attention_speed.py compares CPU implementations; JAX runs on", jax.default_backend())
         return 1
     impls = {"einsum": layers.einsum_attention, "blocked": layers.head_blocked_attention}
+    blocks = {}  # implementation name -> the kernel's row block it compiles with
     if cpu_attention.available():
-        impls["kernel"] = cpu_attention.attention
+        for rows in [int(b) for b in args.block_rows.split(",") if b] or [None]:
+            name = "kernel" if rows is None else f"kernel/{rows}"
+            impls[name], blocks[name] = cpu_attention.attention, rows
     else:
         print("the compiled kernel is unavailable here (see the warning above)")
     options = cpu_tuning.compiler_options()
@@ -59,9 +70,15 @@ def main(argv=None) -> int:
         q, k, v, d_out = (jnp.asarray(rng.standard_normal(shape, np.float32)) for _ in range(4))
         runs = {}
         for name, fn in impls.items():
-            runs[name, "fwd"] = (jax.jit(fn).lower(q, k, v), (q, k, v))
-            runs[name, "f+b"] = (jax.jit(_vjp_of(fn)).lower(q, k, v, d_out), (q, k, v, d_out))
-        runs = {key: (lo.compile(compiler_options=options), a) for key, (lo, a) in runs.items()}
+            default_rows = cpu_attention.BLOCK_ROWS
+            if blocks.get(name) is not None:  # read while tracing and partitioning
+                cpu_attention.BLOCK_ROWS = blocks[name]
+            try:
+                for mode, f, a in (("fwd", fn, (q, k, v)), ("f+b", _vjp_of(fn), (q, k, v, d_out))):
+                    compiled = jax.jit(f).lower(*a).compile(compiler_options=options)
+                    runs[name, mode] = (compiled, a)
+            finally:
+                cpu_attention.BLOCK_ROWS = default_rows
         times = {key: [] for key in runs}
         for _ in range(args.repeats):
             for key, (fn, a) in runs.items():

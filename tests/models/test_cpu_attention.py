@@ -222,6 +222,38 @@ def test_attention_speed_script_times_every_implementation():
     assert all(len(r.split()) == 7 and all(float(x) > 0 for x in r.split()[1:]) for r in rows)
 
 
+@needs_kernel
+def test_attention_speed_script_compares_row_blocks(monkeypatch, capsys):
+    # --block-rows: one kernel column pair per block size, each compiled with its own block.
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.path.join(root, "experiments", "attention_speed.py")
+    spec = importlib.util.spec_from_file_location("attention_speed", path)
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    blocks, ffi_call = set(), jax.ffi.ffi_call
+
+    def spy(*a, **kw):
+        call = ffi_call(*a, **kw)
+        return lambda *args, **attrs: (blocks.add(int(attrs["block"])), call(*args, **attrs))[1]
+
+    monkeypatch.setattr(jax.ffi, "ffi_call", spy)
+    assert speed.main(["--shapes=1x9x2x8", "--repeats=1", "--block-rows=0,3"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header[-8:] == [
+        "kernel/0",
+        "fwd",
+        "kernel/0",
+        "f+b",
+        "kernel/3",
+        "fwd",
+        "kernel/3",
+        "f+b",
+    ]
+    assert blocks == {0, 3} and cpu_attention.BLOCK_ROWS == 128
+
+
 def test_a_cached_library_that_does_not_load_says_to_delete_it(monkeypatch, tmp_path):
     broken = tmp_path / "cpu_attention-0123456789abcdef.so"
     broken.write_bytes(b"not a shared library")
