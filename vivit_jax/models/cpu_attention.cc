@@ -10,7 +10,7 @@
 // in turn. A pair's scores are computed a block of rows at a time (`block`, 128 from
 // cpu_attention.py): each thread holds one (forward) or two (backward) [rows, L] float32 scratch
 // matrices, which stay in cache where [L, L] ones would not (ViViT-B at 3137 tokens: forward +
-// backward 1034 -> 805 ms; experiments/README.md).
+// backward 965 -> 768 ms; experiments/README.md).
 
 #include <algorithm>
 #include <cmath>
