@@ -97,8 +97,9 @@ ffi::Error ForEachPair(const Dims& s, int64_t threads, int64_t scratch_floats, F
     return ffi::Error(ffi::ErrorCode::kResourceExhausted,
                       "vivit_cpu_attention: cannot allocate " +
                           std::to_string(workers * scratch_floats * 4 >> 20) +
-                          " MiB of scratch ([L, L] float32 per thread); use fewer tokens or "
-                          "attention_implementation='einsum'");
+                          " MiB of scratch ([rows, L] float32 per thread); use fewer tokens, "
+                          "a smaller cpu_attention.BLOCK_ROWS or attention_implementation="
+                          "'einsum'");
   }
   auto work = [&](int64_t w) {
     for (int64_t p = w; p < pairs; p += workers) fn(p, scratch[w].data());
