@@ -154,7 +154,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
         float* srow = scores + i * L;
         float m = srow[0];
 #pragma omp simd reduction(max : m)
-        for (int64_t j = 1; j < L; ++j) m = std::max(m, srow[j]);
+        for (int64_t j = 1; j < L; ++j) m = srow[j] > m ? srow[j] : m;
         float total = 0.0f;
 #pragma omp simd reduction(+ : total)
         for (int64_t j = 0; j < L; ++j) {
