@@ -13,6 +13,12 @@ import pytest
 
 from vivit_jax.models import cpu_attention, layers
 
+SPEED_SCRIPT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "experiments",
+    "attention_speed.py",
+)
+
 needs_kernel = pytest.mark.skipif(
     jax.default_backend() != "cpu" or not cpu_attention.available(),
     reason="the CPU attention kernel cannot be built here (see the logged warning)",
@@ -205,10 +211,8 @@ def test_kernel_threads_share_the_cores_among_the_devices_that_run_it(monkeypatc
 
 @needs_kernel
 def test_attention_speed_script_times_every_implementation():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    script = os.path.join(root, "experiments", "attention_speed.py")
     proc = subprocess.run(
-        [sys.executable, script, "--shapes=2x9x2x8,1x3x1x4", "--repeats=1"],
+        [sys.executable, SPEED_SCRIPT, "--shapes=2x9x2x8,1x3x1x4", "--repeats=1"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -227,9 +231,7 @@ def test_attention_speed_script_compares_row_blocks(monkeypatch, capsys):
     # --block-rows: one kernel column pair per block size, each compiled with its own block.
     import importlib.util
 
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    path = os.path.join(root, "experiments", "attention_speed.py")
-    spec = importlib.util.spec_from_file_location("attention_speed", path)
+    spec = importlib.util.spec_from_file_location("attention_speed", SPEED_SCRIPT)
     speed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(speed)
     blocks, ffi_call = set(), jax.ffi.ffi_call
