@@ -74,13 +74,16 @@ def test_kernel_is_softmax_stable_for_large_scores():
 
 @needs_kernel
 def test_kernel_results_do_not_depend_on_its_thread_count(monkeypatch):
-    # Each (batch, head) pair is one thread's work, start to end: bit-identical results.
-    q, k, v, w = _qkvw((2, 33, 3, 8))
+    # Each (batch, head) pair is one worker's work, start to end: bit-identical results. More
+    # workers than XLA's pool has threads (32: the pool's tasks start late, some after every pair
+    # is done, while the next call runs), each count called a few times in a row.
+    q, k, v, w = _qkvw((4, 33, 5, 8))
     fn = _value_and_grads(cpu_attention.attention, w)
     runs = []
-    for threads in (1, 2, 5):
+    for threads in (1, 2, 5, 32):
         monkeypatch.setattr(cpu_attention, "_threads", lambda devices=1, t=threads: t)
-        runs.append(jax.jit(fn)(q, k, v))  # a new trace: the thread count is an attribute
+        step = jax.jit(fn)  # a new trace: the thread count is an attribute
+        runs += [step(q, k, v) for _ in range(4)]
     for run in runs[1:]:
         for a, b in zip(jax.tree.leaves(runs[0]), jax.tree.leaves(run)):
             np.testing.assert_array_equal(a, b)

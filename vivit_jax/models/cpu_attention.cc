@@ -6,20 +6,23 @@
 // (batch, head) pair per thread, reaches ~90 per core (experiments/README.md).
 //
 // Layout: q, k, v, o, do, dq, dk, dv are row-major [N, L, H, D]; lse is [N, H, L] (each query
-// row's log-sum-exp of its scaled scores). Each (n, h) pair is independent: threads take pairs
-// in turn. A pair's scores are computed a block of rows at a time (`block`, 128 from
-// cpu_attention.py): each thread holds one (forward) or two (backward) [rows, L] float32 scratch
-// matrices, which stay in cache where [L, L] ones would not (ViViT-B at 3137 tokens: forward +
-// backward 965 -> 768 ms; experiments/README.md).
+// row's log-sum-exp of its scaled scores). Each (n, h) pair is independent: the calling thread and
+// tasks on XLA's intra-op thread pool claim pairs one at a time. A pair's scores are computed a
+// block of rows at a time (`block`, 128 from cpu_attention.py): each thread holds one (forward) or
+// two (backward) [rows, L] float32 scratch matrices, which stay in cache where [L, L] ones would
+// not (ViViT-B at 3137 tokens: forward + backward 965 -> 768 ms; experiments/README.md).
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <memory>
+#include <mutex>
 #include <new>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -77,11 +80,30 @@ int64_t Rows(int64_t block, int64_t L) {
   return (L + blocks - 1) / blocks;
 }
 
-// Runs fn(pair, scratch) for every (n, h) pair on up to `threads` threads, each with its own
-// `scratch_floats` of scratch, allocated first (an allocation failure is an error, not a crash
-// in a worker thread).
+// What the workers of one ForEachPair call share. Held by a shared_ptr: a task XLA's pool starts
+// after the call has returned finds no pair left and touches nothing else.
+struct PairQueue {
+  explicit PairQueue(int64_t pairs) : pairs(pairs) {}
+  const int64_t pairs;
+  std::atomic<int64_t> next{0};  // the next unclaimed pair
+  std::atomic<int64_t> slot{0};  // the next unclaimed scratch buffer
+  std::atomic<int64_t> done{0};  // pairs finished
+  std::mutex mu;
+  std::condition_variable all_done;
+};
+
+// Runs fn(pair, scratch) for every (n, h) pair on the calling thread and up to `threads` - 1
+// tasks on XLA's intra-op thread pool, each worker with its own `scratch_floats` of scratch,
+// allocated first (an allocation failure is an error, not a crash in a worker). Pairs are
+// claimed one at a time, so a task the pool starts late only takes what is left, and the caller
+// waits for the pairs, not for the tasks: nothing here waits on a task that has not started.
+// Why XLA's pool and not threads of our own: with a std::thread started and joined per call, the
+// (a) benchmark's steps (22 short calls per training step) took ~5% longer (A/B in separate
+// processes, experiments/README.md); the start and join cost ~1 ms, and the new thread may share
+// its core with a pool thread still spinning after the previous op (not measured apart).
 template <typename Fn>
-ffi::Error ForEachPair(const Dims& s, int64_t threads, int64_t scratch_floats, Fn fn) {
+ffi::Error ForEachPair(ffi::ThreadPool pool, const Dims& s, int64_t threads,
+                       int64_t scratch_floats, Fn fn) {
   const int64_t pairs = s.n * s.h;
   const int64_t workers = std::max<int64_t>(1, std::min(threads, pairs));
   // Every sgemm runs on its calling thread: this library copy (the wheel's) is ours alone.
@@ -101,13 +123,25 @@ ffi::Error ForEachPair(const Dims& s, int64_t threads, int64_t scratch_floats, F
                           "a smaller cpu_attention.BLOCK_ROWS or attention_implementation="
                           "'einsum'");
   }
-  auto work = [&](int64_t w) {
-    for (int64_t p = w; p < pairs; p += workers) fn(p, scratch[w].data());
+  auto queue = std::make_shared<PairQueue>(pairs);
+  // Claims pairs until none is left. `fn` and `scratch` are the caller's, alive until every
+  // claimed pair is done.
+  auto work = [queue, fn_ptr = &fn, scratch_ptr = &scratch]() {
+    int64_t p = queue->next.fetch_add(1);
+    if (p >= queue->pairs) return;
+    float* buffer = (*scratch_ptr)[queue->slot.fetch_add(1)].data();
+    for (; p < queue->pairs; p = queue->next.fetch_add(1)) {
+      (*fn_ptr)(p, buffer);
+      if (queue->done.fetch_add(1) + 1 == queue->pairs) {
+        std::lock_guard<std::mutex> lock(queue->mu);
+        queue->all_done.notify_all();
+      }
+    }
   };
-  std::vector<std::thread> pool;
-  for (int64_t w = 1; w < workers; ++w) pool.emplace_back(work, w);
-  work(0);
-  for (auto& t : pool) t.join();
+  for (int64_t w = 1; w < workers; ++w) pool.Schedule(decltype(work)(work));  // a copy each
+  work();
+  std::unique_lock<std::mutex> lock(queue->mu);
+  queue->all_done.wait(lock, [&] { return queue->done.load() == pairs; });
   return ffi::Error::Success();
 }
 
@@ -121,7 +155,7 @@ ffi::Error CheckAll(std::initializer_list<std::pair<const char*, ffi::AnyBuffer:
 
 ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
                    ffi::ResultBuffer<ffi::F32> o, ffi::ResultBuffer<ffi::F32> lse,
-                   int64_t threads, int64_t block) {
+                   ffi::ThreadPool pool, int64_t threads, int64_t block) {
   auto qd = q.dimensions();
   if (qd.size() != 4) return ffi::Error::InvalidArgument("vivit_cpu_attention: q must be 4-D");
   const Dims s{qd[0], qd[1], qd[2], qd[3]};
@@ -138,7 +172,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
   const float* vp = v.typed_data();
   float* op = o->typed_data();
   float* lp = lse->typed_data();
-  return ForEachPair(s, threads, B * L + B, [&](int64_t pair, float* scratch) {
+  return ForEachPair(pool, s, threads, B * L + B, [&](int64_t pair, float* scratch) {
     const int64_t n = pair / s.h, h = pair % s.h;
     const int64_t base = n * L * row + h * D;
     float* scores = scratch;
@@ -184,7 +218,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
                     ffi::Buffer<ffi::F32> o, ffi::Buffer<ffi::F32> lse,
                     ffi::Buffer<ffi::F32> d_o, ffi::ResultBuffer<ffi::F32> dq,
                     ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv,
-                    int64_t threads, int64_t block) {
+                    ffi::ThreadPool pool, int64_t threads, int64_t block) {
   auto qd = q.dimensions();
   if (qd.size() != 4) return ffi::Error::InvalidArgument("vivit_cpu_attention: q must be 4-D");
   const Dims s{qd[0], qd[1], qd[2], qd[3]};
@@ -205,7 +239,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
   const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
   const float *op = o.typed_data(), *dop = d_o.typed_data(), *lp = lse.typed_data();
   float *dqp = dq->typed_data(), *dkp = dk->typed_data(), *dvp = dv->typed_data();
-  return ForEachPair(s, threads, 2 * B * L + L, [&](int64_t pair, float* scratch) {
+  return ForEachPair(pool, s, threads, 2 * B * L + L, [&](int64_t pair, float* scratch) {
     const int64_t n = pair / s.h, h = pair % s.h;
     const int64_t base = n * L * row + h * D;
     float* p = scratch;
@@ -258,6 +292,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VivitAttentionForward, Forward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Attr<int64_t>("threads")
                                   .Attr<int64_t>("block"));
 
@@ -272,5 +307,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VivitAttentionBackward, Backward,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Attr<int64_t>("threads")
                                   .Attr<int64_t>("block"));

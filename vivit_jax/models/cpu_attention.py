@@ -1,14 +1,15 @@
 """Softmax attention on a CPU as a compiled kernel: `attention(q, k, v)`, float32.
 
 `attention_implementation='fused'` runs this on a CPU where it can be built (`available()`),
-else `layers.head_blocked_attention`. The kernel (`cpu_attention.cc`) is an XLA FFI custom
-call pair, forward and backward (flash attention's scheme: the backward pass recomputes the
-probabilities from each query row's log-sum-exp), that gives each (batch, head) pair to one
-thread and runs its products with OpenBLAS (the `scipy-openblas32` wheel), one thread per
-product. Why: XLA:CPU has no attention kernel, and its Eigen dots run attention's `[L, 64]`
-products at 99–116 GFLOP/s on the 2-core CI machine, where the kernel's products run at ~179 (ViViT-B's
-`[2, 785, 12, 64]`, forward + backward: 133 → 86 ms against `head_blocked_attention`, 195 ms
-for einsum; experiments/README.md, `experiments/attention_speed.py`).
+else `layers.head_blocked_attention`. The kernel (`cpu_attention.cc`) is an XLA FFI custom call
+pair, forward and backward (flash attention's scheme: the backward pass recomputes the
+probabilities from each query row's log-sum-exp), that gives each (batch, head) pair to one thread
+(the calling one, or a task on XLA's own intra-op thread pool) and runs its products with OpenBLAS
+(the `scipy-openblas32` wheel), one thread per product. Why: XLA:CPU has no attention kernel, and
+its Eigen dots run attention's `[L, 64]` products at 99–116 GFLOP/s on the 2-core CI machine, where
+the kernel's products run at ~179 (ViViT-B's `[2, 785, 12, 64]`, forward + backward: 133 → 86 ms
+against `head_blocked_attention`, 195 ms for einsum; experiments/README.md,
+`experiments/attention_speed.py`).
 
 Built once per machine, the first time a process needs it, with the C++ compiler (`$CXX`, else
 `c++`) and `-march=native`, into `$VIVIT_JAX_CACHE_DIR` (default `~/.cache/vivit_jax`) under a
@@ -199,8 +200,9 @@ def available(dtype=jnp.float32) -> bool:
 
 
 def _threads(devices: int = 1) -> int:
-    """Threads per call: the process's cores shared among the devices that run the program at
-    once (XLA host devices each run their shard concurrently)."""
+    """Threads per call (the calling one and tasks on XLA's pool): the process's cores shared
+    among the devices that run the program at once (XLA host devices each run their shard
+    concurrently)."""
     return max(1, cpu_tuning.schedulable_cores() // max(1, devices))
 
 
