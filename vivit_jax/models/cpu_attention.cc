@@ -99,8 +99,9 @@ struct PairQueue {
 // waits for the pairs, not for the tasks: nothing here waits on a task that has not started.
 // Why XLA's pool and not threads of our own: with a std::thread started and joined per call, the
 // (a) benchmark's steps (22 short calls per training step) took ~5% longer (A/B in separate
-// processes, experiments/README.md); the start and join cost ~1 ms, and the new thread may share
-// its core with a pool thread still spinning after the previous op (not measured apart).
+// processes, experiments/README.md). Likely causes, neither measured: the start and join
+// themselves, and the new thread sharing its core with a pool thread still spinning after the
+// previous op.
 template <typename Fn>
 ffi::Error ForEachPair(ffi::ThreadPool pool, const Dims& s, int64_t threads,
                        int64_t scratch_floats, Fn fn) {
