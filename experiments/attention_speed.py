@@ -13,6 +13,9 @@ steps are. Does not import TensorFlow.
 
 `--block-rows=0,64,128` times the kernel once per row-block size instead of at its default
 (`cpu_attention.BLOCK_ROWS`; 0: all of a pair's rows in one block), as columns `kernel/64`, ...
+`--openblas` adds the kernel with its products all through OpenBLAS
+(`cpu_attention.TILE_FROM_TOKENS = 0`) as a column `kernel/openblas` beside the default kernel
+(its own tiled products at head dim 64 from `TILE_FROM_TOKENS` tokens on).
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ from vivit_jax.models import cpu_attention, layers
 DEFAULT_SHAPES = "8x65x3x64,4x393x6x64,2x785x12x64,16x197x12x64,392x17x12x64"
 
 
+def _fresh(fn):
+    """`fn` as a new function object: `jax.jit` reuses a function's trace, and each column's
+    settings are read while tracing (before stop 25 every kernel column's forward ran the first
+    column's program)."""
+    return lambda *a: fn(*a)
+
+
 def _vjp_of(fn):
     def run(q, k, v, d_out):
         out, vjp = jax.vjp(fn, q, k, v)
@@ -50,16 +60,25 @@ def main(argv=None) -> int:
         default="",
         help="comma-separated kernel row blocks to compare (0: one block); default: the kernel's",
     )
+    parser.add_argument(
+        "--openblas",
+        action="store_true",
+        help="also time the kernel with all its products through OpenBLAS (no tiles)",
+    )
     args = parser.parse_args(argv)
     if jax.default_backend() != "cpu":
         print("attention_speed.py compares CPU implementations; JAX runs on", jax.default_backend())
         return 1
     impls = {"einsum": layers.einsum_attention, "blocked": layers.head_blocked_attention}
-    blocks = {}  # implementation name -> the kernel's row block it compiles with
+    settings = {}  # implementation name -> cpu_attention attributes it compiles with
     if cpu_attention.available():
         for rows in [int(b) for b in args.block_rows.split(",") if b] or [None]:
             name = "kernel" if rows is None else f"kernel/{rows}"
-            impls[name], blocks[name] = cpu_attention.attention, rows
+            impls[name] = cpu_attention.attention
+            settings[name] = {} if rows is None else {"BLOCK_ROWS": rows}
+        if args.openblas:
+            impls["kernel/openblas"] = cpu_attention.attention
+            settings["kernel/openblas"] = {"TILE_FROM_TOKENS": 0}
     else:
         print("the compiled kernel is unavailable here (see the warning above)")
     options = cpu_tuning.compiler_options()
@@ -68,17 +87,18 @@ def main(argv=None) -> int:
     for text in args.shapes.split(","):
         shape = tuple(int(x) for x in text.lower().split("x"))
         q, k, v, d_out = (jnp.asarray(rng.standard_normal(shape, np.float32)) for _ in range(4))
-        runs = {}
+        runs, a4 = {}, (q, k, v, d_out)
         for name, fn in impls.items():
-            default_rows = cpu_attention.BLOCK_ROWS
-            if blocks.get(name) is not None:  # read while tracing and partitioning
-                cpu_attention.BLOCK_ROWS = blocks[name]
+            defaults = {a: getattr(cpu_attention, a) for a in settings.get(name, {})}
+            for attribute, value in settings.get(name, {}).items():  # read while tracing
+                setattr(cpu_attention, attribute, value)
             try:
-                for mode, f, a in (("fwd", fn, (q, k, v)), ("f+b", _vjp_of(fn), (q, k, v, d_out))):
+                for mode, f, a in (("fwd", _fresh(fn), (q, k, v)), ("f+b", _vjp_of(fn), a4)):
                     compiled = jax.jit(f).lower(*a).compile(compiler_options=options)
                     runs[name, mode] = (compiled, a)
             finally:
-                cpu_attention.BLOCK_ROWS = default_rows
+                for attribute, value in defaults.items():
+                    setattr(cpu_attention, attribute, value)
         times = {key: [] for key in runs}
         for _ in range(args.repeats):
             for key, (fn, a) in runs.items():

@@ -1,6 +1,7 @@
 """The compiled CPU attention kernel: same values and gradients as einsum attention, sharded
 inputs stay sharded, and every way the build can fail is a clear error or a logged fallback."""
 
+import collections
 import logging
 import os
 import subprocess
@@ -34,9 +35,18 @@ def _qkvw(shape):
 
 
 @needs_kernel
-@pytest.mark.parametrize("shape", [(1, 1, 1, 4), (2, 37, 3, 16), (3, 130, 2, 64)])
-def test_kernel_equals_einsum_attention(shape):
-    # Odd lengths, one token, head dims 4..64: outputs and the three gradients.
+@pytest.mark.parametrize("tile_from", [1, 0, None], ids=["tiled", "openblas", "default"])
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 1, 1, 4), (2, 37, 3, 16), (1, 1, 1, 64), (2, 45, 2, 64), (3, 130, 2, 64), (1, 200, 2, 64)],
+)
+def test_kernel_equals_einsum_attention(monkeypatch, shape, tile_from):
+    # Odd lengths, one token, head dims 4..64: outputs and the three gradients. Head dim 64 takes
+    # the kernel's own tiled products (where built with AVX-512) from `TILE_FROM_TOKENS` tokens
+    # on: here from 1 (their row tails: 130 rows in 2 blocks of 65, 45, 200 in 2 of 100; token
+    # counts short of a 32-column panel), never (0), or from the default (192: 200 tokens).
+    if tile_from is not None:
+        monkeypatch.setattr(cpu_attention, "TILE_FROM_TOKENS", tile_from)
     q, k, v, w = _qkvw(shape)
     got_value, got = jax.jit(_value_and_grads(cpu_attention.attention, w))(q, k, v)
     want_value, want = jax.jit(_value_and_grads(layers.einsum_attention, w))(q, k, v)
@@ -45,16 +55,19 @@ def test_kernel_equals_einsum_attention(shape):
     )
     np.testing.assert_allclose(got_value, want_value, rtol=1e-5, atol=1e-5)
     for a, b in zip(got, want):
-        np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.abs(b).max()))
+        # + 1e-6: with one token the q and k gradients are 0, the kernel's a rounding error.
+        np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.abs(b).max()) + 1e-6)
 
 
 @needs_kernel
+@pytest.mark.parametrize("head_dim", [8, 64])
 @pytest.mark.parametrize("block", [1, 4, 7, 22, 0])
-def test_kernel_row_blocks_give_the_same_values_and_gradients(monkeypatch, block):
+def test_kernel_row_blocks_give_the_same_values_and_gradients(monkeypatch, block, head_dim):
     # Scores a block of rows at a time. 23 rows: 23 blocks of 1; 4,4,4,4,4,3; 6,6,6,5; 12,11;
-    # one block of 23. The backward pass's dq sums over the key blocks.
+    # one block of 23. The backward pass's dq sums over the key blocks (head dim 64: in the tiles).
     monkeypatch.setattr(cpu_attention, "BLOCK_ROWS", block)
-    q, k, v, w = _qkvw((2, 23, 2, 8))
+    monkeypatch.setattr(cpu_attention, "TILE_FROM_TOKENS", 1)
+    q, k, v, w = _qkvw((2, 23, 2, head_dim))
     got_value, got = jax.jit(_value_and_grads(cpu_attention.attention, w))(q, k, v)
     want_value, want = jax.jit(_value_and_grads(layers.einsum_attention, w))(q, k, v)
     np.testing.assert_allclose(got_value, want_value, rtol=1e-5, atol=1e-5)
@@ -122,12 +135,21 @@ def test_the_kernel_rejects_operands_of_different_shapes():
     call = jax.ffi.ffi_call(cpu_attention._FORWARD, (q, jax.ShapeDtypeStruct((1, 2, 4), q.dtype)))
     with pytest.raises(Exception, match="k must have q's shape"):
         jax.block_until_ready(
-            call(q, jnp.zeros((1, 5, 2, 8)), q, threads=np.int64(1), block=np.int64(0))
+            call(
+                q,
+                jnp.zeros((1, 5, 2, 8)),
+                q,
+                threads=np.int64(1),
+                block=np.int64(0),
+                tile_from=np.int64(1),
+            )
         )
     wrong_lse = (q, jax.ShapeDtypeStruct((1, 4, 2), q.dtype))  # [N, L, H], not [N, H, L]
     call = jax.ffi.ffi_call(cpu_attention._FORWARD, wrong_lse)
     with pytest.raises(Exception, match=r"lse must be \[N, H, L\]"):
-        jax.block_until_ready(call(q, q, q, threads=np.int64(1), block=np.int64(0)))
+        jax.block_until_ready(
+            call(q, q, q, threads=np.int64(1), block=np.int64(0), tile_from=np.int64(1))
+        )
 
 
 @needs_kernel
@@ -230,33 +252,40 @@ def test_attention_speed_script_times_every_implementation():
 
 
 @needs_kernel
-def test_attention_speed_script_compares_row_blocks(monkeypatch, capsys):
-    # --block-rows: one kernel column pair per block size, each compiled with its own block.
+def test_attention_speed_script_compares_row_blocks_and_openblas(monkeypatch, capsys):
+    # --block-rows: one kernel column pair per block size, each compiled with its own block;
+    # --openblas: one more, compiled with the tiled products off. The defaults are restored.
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("attention_speed", SPEED_SCRIPT)
     speed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(speed)
-    blocks, ffi_call = set(), jax.ffi.ffi_call
+    traced, ffi_call = collections.Counter(), jax.ffi.ffi_call
 
-    def spy(*a, **kw):
-        call = ffi_call(*a, **kw)
-        return lambda *args, **attrs: (blocks.add(int(attrs["block"])), call(*args, **attrs))[1]
+    def spy(target, *a, **kw):
+        call = ffi_call(target, *a, **kw)
+        return lambda *args, **attrs: (
+            traced.update([(target, int(attrs["block"]), int(attrs["tile_from"]))]),
+            call(*args, **attrs),
+        )[1]
 
     monkeypatch.setattr(jax.ffi, "ffi_call", spy)
-    assert speed.main(["--shapes=1x9x2x8", "--repeats=1", "--block-rows=0,3"]) == 0
+    argv = ["--shapes=1x9x2x8", "--repeats=1", "--block-rows=0,3", "--openblas"]
+    assert speed.main(argv) == 0
     header = capsys.readouterr().out.splitlines()[0].split()
-    assert header[-8:] == [
-        "kernel/0",
-        "fwd",
-        "kernel/0",
-        "f+b",
-        "kernel/3",
-        "fwd",
-        "kernel/3",
-        "f+b",
+    columns = [
+        f"kernel/{name} {mode}" for name in ("0", "3", "openblas") for mode in ("fwd", "f+b")
     ]
-    assert blocks == {0, 3} and cpu_attention.BLOCK_ROWS == 128
+    assert header[-12:] == " ".join(columns).split()
+    # Each column's forward (its own program: jax.jit reuses a function's trace) and f+b.
+    forward, backward = cpu_attention._FORWARD, cpu_attention._BACKWARD
+    tile_from = cpu_attention.TILE_FROM_TOKENS
+    settings = [(0, tile_from), (3, tile_from), (128, 0)]
+    assert traced == {
+        **{(forward, *s): 2 for s in settings},
+        **{(backward, *s): 1 for s in settings},
+    }
+    assert (cpu_attention.BLOCK_ROWS, cpu_attention.TILE_FROM_TOKENS) == (128, tile_from)
 
 
 def test_a_cached_library_that_does_not_load_says_to_delete_it(monkeypatch, tmp_path):

@@ -26,6 +26,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "cblas.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -50,6 +54,207 @@ inline float exp_nonpositive(float x) {
   float scale;
   std::memcpy(&scale, &scale_bits, 4);
   return p * scale;
+}
+
+// Register-tiled products for head dim 64 on AVX-512 (ViViT's every size). Why by hand: OpenBLAS
+// packs both operands on every call, which at attention's shapes (K = 64, or N = 64) costs a
+// fifth of its time; here k^T (or q^T, do^T) is packed once per pair and the other operands are
+// read in place (ViViT-B's 785 tokens, one thread: q k^T 1.2 -> 0.92 ms, p v 1.10 -> 0.90 ms per
+// pair with the packing; experiments/README.md). Elsewhere (another head dim, no AVX-512) the
+// kernel calls OpenBLAS.
+// An operand read in place: element (r, k) at data[r * row_stride + k * col_stride].
+struct Strided {
+  const float* data;
+  int64_t row_stride, col_stride;
+};
+
+#if defined(__AVX512F__)
+constexpr bool kTiledBuild = true;
+constexpr int64_t kTileD = 64;  // the head dim the tiles are written for
+constexpr int64_t kPanel = 32;  // columns of a packed panel: two 16-float registers
+
+// Lp: L rounded up to whole panels.
+int64_t Padded(int64_t L) { return (L + kPanel - 1) / kPanel * kPanel; }
+
+// Packs rows [0, L) of x (64 floats each, `stride` apart) transposed, as panels [Lp/32][64][32],
+// zero past L.
+void PackTransposed(const float* x, int64_t stride, int64_t L, float* out) {
+  for (int64_t p0 = 0; p0 < L; p0 += kPanel) {
+    float* panel = out + p0 * kTileD;
+    for (int64_t j = 0; j < kPanel; ++j) {
+      const int64_t t = p0 + j;
+      for (int64_t c = 0; c < kTileD; ++c) panel[c * kPanel + j] = t < L ? x[t * stride + c] : 0.0f;
+    }
+  }
+}
+
+// c[MR, 32] = alpha * a[MR, 64] panel, a's rows `a_stride` apart; c's rows `c_stride` apart.
+template <int MR>
+inline void TileRowsByPanel(const float* a, int64_t a_stride, const float* panel, float alpha,
+                            float* c, int64_t c_stride) {
+  __m512 lo[MR], hi[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) lo[r] = hi[r] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kTileD; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(panel + k * kPanel);
+    const __m512 b1 = _mm512_loadu_ps(panel + k * kPanel + 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const __m512 x = _mm512_set1_ps(a[r * a_stride + k]);
+      lo[r] = _mm512_fmadd_ps(x, b0, lo[r]);
+      hi[r] = _mm512_fmadd_ps(x, b1, hi[r]);
+    }
+  }
+  const __m512 s = _mm512_set1_ps(alpha);
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    _mm512_storeu_ps(c + r * c_stride, _mm512_mul_ps(lo[r], s));
+    _mm512_storeu_ps(c + r * c_stride + 16, _mm512_mul_ps(hi[r], s));
+  }
+}
+
+// s[rows, Lp] = alpha * a[rows, 64] x^T, with x^T packed by PackTransposed (Lp columns; those
+// past L come out 0).
+void ProductWithPacked(const float* a, int64_t a_stride, int64_t rows, const float* packed,
+                       int64_t Lp, float alpha, float* s) {
+  constexpr int MR = 12;  // 24 accumulators + 2 panel registers of the 32
+  for (int64_t p0 = 0; p0 < Lp; p0 += kPanel) {
+    const float* panel = packed + p0 * kTileD;
+    int64_t r = 0;
+    for (; r + MR <= rows; r += MR) {
+      TileRowsByPanel<MR>(a + r * a_stride, a_stride, panel, alpha, s + r * Lp + p0, Lp);
+    }
+    const float* ar = a + r * a_stride;
+    float* sr = s + r * Lp + p0;
+    switch (rows - r) {
+#define VIVIT_TAIL(n)                                             \
+  case n:                                                         \
+    TileRowsByPanel<n>(ar, a_stride, panel, alpha, sr, Lp);       \
+    break;
+      VIVIT_TAIL(1) VIVIT_TAIL(2) VIVIT_TAIL(3) VIVIT_TAIL(4) VIVIT_TAIL(5) VIVIT_TAIL(6)
+      VIVIT_TAIL(7) VIVIT_TAIL(8) VIVIT_TAIL(9) VIVIT_TAIL(10) VIVIT_TAIL(11)
+#undef VIVIT_TAIL
+      default:
+        break;
+    }
+  }
+}
+
+// c[MR, 64] = scale(r) * sum_k a(r, k) b[k, 0:64] (+ c when ACCUMULATE); b's rows `b_stride`
+// apart; scale(r) = scale[r * scale_stride].
+template <int MR, bool ACCUMULATE>
+inline void TileRowsByRows(Strided a, int64_t K, const float* b, int64_t b_stride,
+                           const float* scale, int64_t scale_stride, float* c, int64_t c_stride) {
+  __m512 acc[MR][4];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    const float* bk = b + k * b_stride;
+    const __m512 b0 = _mm512_loadu_ps(bk), b1 = _mm512_loadu_ps(bk + 16);
+    const __m512 b2 = _mm512_loadu_ps(bk + 32), b3 = _mm512_loadu_ps(bk + 48);
+    const float* ak = a.data + k * a.col_stride;
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const __m512 x = _mm512_set1_ps(ak[r * a.row_stride]);
+      acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
+      acc[r][2] = _mm512_fmadd_ps(x, b2, acc[r][2]);
+      acc[r][3] = _mm512_fmadd_ps(x, b3, acc[r][3]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    const __m512 s = _mm512_set1_ps(scale[r * scale_stride]);
+    for (int j = 0; j < 4; ++j) {
+      __m512 y = _mm512_mul_ps(acc[r][j], s);
+      if (ACCUMULATE) y = _mm512_add_ps(y, _mm512_loadu_ps(c + r * c_stride + 16 * j));
+      _mm512_storeu_ps(c + r * c_stride + 16 * j, y);
+    }
+  }
+}
+
+// c[rows, 64] = scale(r) * a[rows, K] b[K, 64] (+ c when ACCUMULATE).
+template <bool ACCUMULATE>
+void ProductInPlace(Strided a, int64_t rows, int64_t K, const float* b, int64_t b_stride,
+                    const float* scale, int64_t scale_stride, float* c, int64_t c_stride) {
+  constexpr int MR = 6;  // 24 accumulators + 4 registers of b's row
+  int64_t r = 0;
+  for (; r + MR <= rows; r += MR) {
+    TileRowsByRows<MR, ACCUMULATE>({a.data + r * a.row_stride, a.row_stride, a.col_stride}, K, b,
+                                   b_stride, scale + r * scale_stride, scale_stride,
+                                   c + r * c_stride, c_stride);
+  }
+  const Strided ar{a.data + r * a.row_stride, a.row_stride, a.col_stride};
+  const float* sr = scale + r * scale_stride;
+  float* cr = c + r * c_stride;
+  switch (rows - r) {
+#define VIVIT_TAIL(n)                                                                   \
+  case n:                                                                               \
+    TileRowsByRows<n, ACCUMULATE>(ar, K, b, b_stride, sr, scale_stride, cr, c_stride); \
+    break;
+    VIVIT_TAIL(1) VIVIT_TAIL(2) VIVIT_TAIL(3) VIVIT_TAIL(4) VIVIT_TAIL(5)
+#undef VIVIT_TAIL
+    default:
+      break;
+  }
+}
+#else
+constexpr bool kTiledBuild = false;
+constexpr int64_t kTileD = 64;
+int64_t Padded(int64_t L) { return L; }
+#endif
+
+// Whether a call with L tokens of head dim D takes the tiled products: from `tile_from` tokens
+// on (the call's attribute; 0: never).
+bool UseTiles(int64_t tile_from, int64_t L, int64_t D) {
+  return kTiledBuild && tile_from > 0 && L >= tile_from && D == kTileD;
+}
+
+// x[0:L, 0:D]^T packed for ScoresProduct where the tiles run (else nothing to do).
+void PackForScores(bool tiled, const float* x, int64_t x_stride, int64_t L, float* packed) {
+#if defined(__AVX512F__)
+  if (tiled) PackTransposed(x, x_stride, L, packed);
+#endif
+}
+
+// out[rows, 0:L] = alpha * a[rows, 0:D] x[0:L, 0:D]^T, out's rows `ldo` apart: tiled from x's
+// packed copy (columns L..ldo come out 0), else OpenBLAS from x itself.
+void ScoresProduct(bool tiled, const float* a, int64_t a_stride, int64_t rows, const float* x,
+                   int64_t x_stride, const float* packed, int64_t L, int64_t D, float alpha,
+                   float* out, int64_t ldo) {
+#if defined(__AVX512F__)
+  if (tiled) return ProductWithPacked(a, a_stride, rows, packed, ldo, alpha, out);
+#endif
+  scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, L, D, alpha, a, a_stride, x,
+                    x_stride, 0.0f, out, ldo);
+}
+
+// c[rows, 0:D] = scale(r) * a[rows, 0:K] b[0:K, 0:D] (+ c when `accumulate`), scale(r) =
+// scale[r * scale_stride]; a is read with either stride 1 (OpenBLAS takes both layouts) and a
+// per-row scale (scale_stride > 0) only without `accumulate`.
+void RowsProduct(bool tiled, Strided a, int64_t rows, int64_t K, int64_t D, const float* b,
+                 int64_t b_stride, const float* scale, int64_t scale_stride, bool accumulate,
+                 float* c, int64_t c_stride) {
+#if defined(__AVX512F__)
+  if (tiled) {
+    if (accumulate) {
+      return ProductInPlace<true>(a, rows, K, b, b_stride, scale, scale_stride, c, c_stride);
+    }
+    return ProductInPlace<false>(a, rows, K, b, b_stride, scale, scale_stride, c, c_stride);
+  }
+#endif
+  const bool transposed = a.col_stride != 1;
+  scipy_cblas_sgemm(CblasRowMajor, transposed ? CblasTrans : CblasNoTrans, CblasNoTrans, rows, D,
+                    K, scale_stride == 0 ? scale[0] : 1.0f, a.data,
+                    transposed ? a.col_stride : a.row_stride, b, b_stride,
+                    accumulate ? 1.0f : 0.0f, c, c_stride);
+  if (scale_stride == 0) return;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float f = scale[r * scale_stride];
+#pragma omp simd
+    for (int64_t j = 0; j < D; ++j) c[r * c_stride + j] *= f;
+  }
 }
 
 struct Dims {
@@ -156,7 +361,8 @@ ffi::Error CheckAll(std::initializer_list<std::pair<const char*, ffi::AnyBuffer:
 
 ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
                    ffi::ResultBuffer<ffi::F32> o, ffi::ResultBuffer<ffi::F32> lse,
-                   ffi::ThreadPool pool, int64_t threads, int64_t block) {
+                   ffi::ThreadPool pool, int64_t threads, int64_t block,
+                   int64_t tile_from) {
   auto qd = q.dimensions();
   if (qd.size() != 4) return ffi::Error::InvalidArgument("vivit_cpu_attention: q must be 4-D");
   const Dims s{qd[0], qd[1], qd[2], qd[3]};
@@ -173,20 +379,26 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
   const float* vp = v.typed_data();
   float* op = o->typed_data();
   float* lp = lse->typed_data();
-  return ForEachPair(pool, s, threads, B * L + B, [&](int64_t pair, float* scratch) {
+  const bool tiled = UseTiles(tile_from, L, D);
+  const int64_t ld = Padded(L);  // the scores' row stride (L rounded up to panels when tiled)
+  const int64_t packed_floats = tiled ? kTileD * ld : 0;
+  return ForEachPair(pool, s, threads, B * ld + B + packed_floats, [&](int64_t pair,
+                                                                      float* scratch) {
     const int64_t n = pair / s.h, h = pair % s.h;
     const int64_t base = n * L * row + h * D;
     float* scores = scratch;
-    float* inv_total = scratch + B * L;
+    float* inv_total = scratch + B * ld;
+    float* packed = inv_total + B;  // k^T, when tiled
+    PackForScores(tiled, kp + base, row, L, packed);
     // A block of query rows at a time: their [b, L] scores stay in cache.
     for (int64_t i0 = 0; i0 < L; i0 += B) {
       const int64_t b = std::min(B, L - i0);
       // scores = scale * q k^T
-      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, L, D, scale,
-                        qp + base + i0 * row, row, kp + base, row, 0.0f, scores, L);
+      ScoresProduct(tiled, qp + base + i0 * row, row, b, kp + base, row, packed, L, D, scale,
+                    scores, ld);
       float* lse_row = lp + pair * L + i0;
       for (int64_t i = 0; i < b; ++i) {
-        float* srow = scores + i * L;
+        float* srow = scores + i * ld;
         float m = srow[0];
         // A select, not std::max: GCC 12 leaves a std::max reduction scalar (~13x slower here).
 #pragma omp simd reduction(max : m)
@@ -201,13 +413,8 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
         inv_total[i] = 1.0f / total;
       }
       // o = (p v) / row sum
-      float* out = op + base + i0 * row;
-      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, D, L, 1.0f, scores, L,
-                        vp + base, row, 0.0f, out, row);
-      for (int64_t i = 0; i < b; ++i) {
-#pragma omp simd
-        for (int64_t c = 0; c < D; ++c) out[i * row + c] *= inv_total[i];
-      }
+      RowsProduct(tiled, {scores, ld, 1}, b, L, D, vp + base, row, inv_total, 1, false,
+                  op + base + i0 * row, row);
     }
   });
 }
@@ -219,7 +426,8 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
                     ffi::Buffer<ffi::F32> o, ffi::Buffer<ffi::F32> lse,
                     ffi::Buffer<ffi::F32> d_o, ffi::ResultBuffer<ffi::F32> dq,
                     ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv,
-                    ffi::ThreadPool pool, int64_t threads, int64_t block) {
+                    ffi::ThreadPool pool, int64_t threads, int64_t block,
+                    int64_t tile_from) {
   auto qd = q.dimensions();
   if (qd.size() != 4) return ffi::Error::InvalidArgument("vivit_cpu_attention: q must be 4-D");
   const Dims s{qd[0], qd[1], qd[2], qd[3]};
@@ -240,12 +448,18 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
   const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
   const float *op = o.typed_data(), *dop = d_o.typed_data(), *lp = lse.typed_data();
   float *dqp = dq->typed_data(), *dkp = dk->typed_data(), *dvp = dv->typed_data();
-  return ForEachPair(pool, s, threads, 2 * B * L + L, [&](int64_t pair, float* scratch) {
+  const bool tiled = UseTiles(tile_from, L, D);
+  const int64_t ld = Padded(L);  // p's and ds's row stride
+  const int64_t packed_floats = tiled ? 2 * kTileD * ld : 0;
+  return ForEachPair(pool, s, threads, 2 * B * ld + L + packed_floats, [&](int64_t pair,
+                                                                          float* scratch) {
     const int64_t n = pair / s.h, h = pair % s.h;
     const int64_t base = n * L * row + h * D;
     float* p = scratch;
-    float* ds = scratch + B * L;
-    float* delta = scratch + 2 * B * L;
+    float* ds = scratch + B * ld;
+    float* delta = scratch + 2 * B * ld;
+    float* q_packed = delta + L;  // q^T and do^T, when tiled
+    float* do_packed = q_packed + kTileD * ld;
     const float* lse_row = lp + pair * L;
     for (int64_t i = 0; i < L; ++i) {
       const float* a = dop + base + i * row;
@@ -255,31 +469,29 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
       for (int64_t c = 0; c < D; ++c) acc += a[c] * b[c];
       delta[i] = acc;
     }
+    PackForScores(tiled, qp + base, row, L, q_packed);
+    PackForScores(tiled, dop + base, row, L, do_packed);
+    const float one = 1.0f;
     // A block of key rows at a time (the transposed problem: keys on rows, so that dv and dk
     // are products without a transposed operand): p_t = exp(scale k q^T - lse), ds_t likewise;
     // dq accumulates over the blocks.
     for (int64_t j0 = 0; j0 < L; j0 += B) {
       const int64_t b = std::min(B, L - j0);
       const int64_t at = base + j0 * row;
-      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, L, D, scale, kp + at, row,
-                        qp + base, row, 0.0f, p, L);
-      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, L, D, 1.0f, vp + at, row,
-                        dop + base, row, 0.0f, ds, L);
+      ScoresProduct(tiled, kp + at, row, b, qp + base, row, q_packed, L, D, scale, p, ld);
+      ScoresProduct(tiled, vp + at, row, b, dop + base, row, do_packed, L, D, 1.0f, ds, ld);
       for (int64_t j = 0; j < b; ++j) {
-        float* prow = p + j * L;
-        float* drow = ds + j * L;
+        float* prow = p + j * ld;
+        float* drow = ds + j * ld;
 #pragma omp simd
         for (int64_t i = 0; i < L; ++i) {
           prow[i] = exp_nonpositive(prow[i] - lse_row[i]);
           drow[i] = prow[i] * (drow[i] - delta[i]);
         }
       }
-      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, D, L, 1.0f, p, L,
-                        dop + base, row, 0.0f, dvp + at, row);
-      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, D, L, scale, ds, L,
-                        qp + base, row, 0.0f, dkp + at, row);
-      scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, D, b, scale, ds, L, kp + at,
-                        row, j0 == 0 ? 0.0f : 1.0f, dqp + base, row);
+      RowsProduct(tiled, {p, ld, 1}, b, L, D, dop + base, row, &one, 0, false, dvp + at, row);
+      RowsProduct(tiled, {ds, ld, 1}, b, L, D, qp + base, row, &scale, 0, false, dkp + at, row);
+      RowsProduct(tiled, {ds, 1, ld}, L, b, D, kp + at, row, &scale, 0, j0 > 0, dqp + base, row);
     }
   });
 }
@@ -295,7 +507,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VivitAttentionForward, Forward,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ctx<ffi::ThreadPool>()
                                   .Attr<int64_t>("threads")
-                                  .Attr<int64_t>("block"));
+                                  .Attr<int64_t>("block")
+                                  .Attr<int64_t>("tile_from"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VivitAttentionBackward, Backward,
                               ffi::Ffi::Bind()
@@ -310,4 +523,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VivitAttentionBackward, Backward,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ctx<ffi::ThreadPool>()
                                   .Attr<int64_t>("threads")
-                                  .Attr<int64_t>("block"));
+                                  .Attr<int64_t>("block")
+                                  .Attr<int64_t>("tile_from"));

@@ -61,6 +61,12 @@ COMPILE_TIMEOUT_S = 300
 # most this many. 64, 128, 192 and 256 measured within the noise of each other at 785 and 3137
 # tokens (forward + backward), all faster than one block (experiments/README.md).
 BLOCK_ROWS = 128
+# From how many tokens on calls with head dim 64 take the kernel's own register-tiled products
+# (where the build has AVX-512) instead of OpenBLAS; 0: never. Below ~192 tokens OpenBLAS was as
+# fast or faster (its small-matrix path packs nothing; attention alone, forward + backward: 65
+# tokens 1.49 vs 1.21 ms, 161: 7.19 vs 6.10; 197: 51.7 vs 55.8, 785: 80.7 vs 94.3;
+# experiments/README.md).
+TILE_FROM_TOKENS = 192
 _FORWARD, _BACKWARD = "vivit_cpu_attention_forward", "vivit_cpu_attention_backward"
 
 
@@ -219,6 +225,15 @@ def _struct(shape) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
 
 
+def _attributes(devices: int) -> dict[str, np.int64]:
+    """Both calls' attributes: threads for `devices` concurrent devices, row block, tiling."""
+    return dict(
+        threads=np.int64(_threads(devices)),
+        block=np.int64(BLOCK_ROWS),
+        tile_from=np.int64(TILE_FROM_TOKENS),
+    )
+
+
 def _forward_call(devices: int):
     """The forward custom call, its thread count set for `devices` concurrent devices."""
 
@@ -226,7 +241,7 @@ def _forward_call(devices: int):
         _require_loaded()
         n, length, heads, _ = q.shape
         ffi = jax.ffi.ffi_call(_FORWARD, (_struct(q.shape), _struct((n, heads, length))))
-        return ffi(q, k, v, threads=np.int64(_threads(devices)), block=np.int64(BLOCK_ROWS))
+        return ffi(q, k, v, **_attributes(devices))
 
     return call
 
@@ -237,9 +252,7 @@ def _backward_call(devices: int):
     def call(q, k, v, o, lse, d_o):
         _require_loaded()
         ffi = jax.ffi.ffi_call(_BACKWARD, tuple(_struct(q.shape) for _ in range(3)))
-        return ffi(
-            q, k, v, o, lse, d_o, threads=np.int64(_threads(devices)), block=np.int64(BLOCK_ROWS)
-        )
+        return ffi(q, k, v, o, lse, d_o, **_attributes(devices))
 
     return call
 
