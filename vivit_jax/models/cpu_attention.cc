@@ -3,7 +3,8 @@
 // Built and loaded at run time by cpu_attention.py (g++, OpenBLAS from the scipy-openblas32
 // wheel). Why by hand: XLA:CPU has no fused attention, and its Eigen dots run the [L, 64] x
 // [64, L] products of attention at ~100 GFLOP/s on a 2-core machine where OpenBLAS, one
-// (batch, head) pair per thread, reaches ~90 per core (experiments/README.md).
+// (batch, head) pair per thread, reaches ~90 per core (experiments/README.md); the kernel's own
+// register tiles (below) do better than OpenBLAS from ~192 tokens on.
 //
 // Layout: q, k, v, o, do, dq, dk, dv are row-major [N, L, H, D]; lse is [N, H, L] (each query
 // row's log-sum-exp of its scaled scores). Each (n, h) pair is independent: the calling thread and
@@ -56,25 +57,27 @@ inline float exp_nonpositive(float x) {
   return p * scale;
 }
 
-// Register-tiled products for head dim 64 on AVX-512 (ViViT's every size). Why by hand: OpenBLAS
-// packs both operands on every call, which at attention's shapes (K = 64, or N = 64) costs a
-// fifth of its time; here k^T (or q^T, do^T) is packed once per pair and the other operands are
-// read in place (ViViT-B's 785 tokens, one thread: q k^T 1.2 -> 0.92 ms, p v 1.10 -> 0.90 ms per
-// pair with the packing; experiments/README.md). Elsewhere (another head dim, no AVX-512) the
-// kernel calls OpenBLAS.
 // An operand read in place: element (r, k) at data[r * row_stride + k * col_stride].
 struct Strided {
   const float* data;
   int64_t row_stride, col_stride;
 };
 
-#if defined(__AVX512F__)
-constexpr bool kTiledBuild = true;
+// Register-tiled products for head dim 64 on AVX-512 (every ViViT size has head dim 64), used
+// from `tile_from` tokens on (cpu_attention.TILE_FROM_TOKENS). Why by hand: OpenBLAS packs both
+// operands on every call; here k^T (forward; q^T and do^T backward) is packed once per pair and
+// the other operands are read in place. Attention alone at ViViT-B's [2, 785, 12, 64], forward +
+// backward: 94.3 -> 80.7 ms (experiments/README.md). Below ~192 tokens OpenBLAS measured as fast
+// or faster (its small-matrix path, which packs nothing, is the likely reason); there, and for
+// another head dim or without AVX-512, OpenBLAS runs them.
 constexpr int64_t kTileD = 64;  // the head dim the tiles are written for
 constexpr int64_t kPanel = 32;  // columns of a packed panel: two 16-float registers
 
-// Lp: L rounded up to whole panels.
+// L rounded up to whole panels: the row stride of tiled score blocks.
 int64_t Padded(int64_t L) { return (L + kPanel - 1) / kPanel * kPanel; }
+
+#if defined(__AVX512F__)
+constexpr bool kTiledBuild = true;
 
 // Packs rows [0, L) of x (64 floats each, `stride` apart) transposed, as panels [Lp/32][64][32],
 // zero past L.
@@ -201,8 +204,6 @@ void ProductInPlace(Strided a, int64_t rows, int64_t K, const float* b, int64_t 
 }
 #else
 constexpr bool kTiledBuild = false;
-constexpr int64_t kTileD = 64;
-int64_t Padded(int64_t L) { return L; }
 #endif
 
 // Whether a call with L tokens of head dim D takes the tiled products: from `tile_from` tokens
@@ -380,7 +381,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer
   float* op = o->typed_data();
   float* lp = lse->typed_data();
   const bool tiled = UseTiles(tile_from, L, D);
-  const int64_t ld = Padded(L);  // the scores' row stride (L rounded up to panels when tiled)
+  const int64_t ld = tiled ? Padded(L) : L;  // the scores' row stride
   const int64_t packed_floats = tiled ? kTileD * ld : 0;
   return ForEachPair(pool, s, threads, B * ld + B + packed_floats, [&](int64_t pair,
                                                                       float* scratch) {
@@ -449,7 +450,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffe
   const float *op = o.typed_data(), *dop = d_o.typed_data(), *lp = lse.typed_data();
   float *dqp = dq->typed_data(), *dkp = dk->typed_data(), *dvp = dv->typed_data();
   const bool tiled = UseTiles(tile_from, L, D);
-  const int64_t ld = Padded(L);  // p's and ds's row stride
+  const int64_t ld = tiled ? Padded(L) : L;  // p's and ds's row stride
   const int64_t packed_floats = tiled ? 2 * kTileD * ld : 0;
   return ForEachPair(pool, s, threads, 2 * B * ld + L + packed_floats, [&](int64_t pair,
                                                                           float* scratch) {
