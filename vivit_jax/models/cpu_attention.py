@@ -4,12 +4,15 @@
 else `layers.head_blocked_attention`. The kernel (`cpu_attention.cc`) is an XLA FFI custom call
 pair, forward and backward (flash attention's scheme: the backward pass recomputes the
 probabilities from each query row's log-sum-exp), that gives each (batch, head) pair to one thread
-(the calling one, or a task on XLA's own intra-op thread pool) and runs its products with OpenBLAS
-(the `scipy-openblas32` wheel), one thread per product. Why: XLA:CPU has no attention kernel, and
-its Eigen dots run attention's `[L, 64]` products at 99–116 GFLOP/s on the 2-core CI machine, where
-the kernel's products run at ~179 (ViViT-B's `[2, 785, 12, 64]`, forward + backward: 133 → 86 ms
-against `head_blocked_attention`, 195 ms for einsum; experiments/README.md,
-`experiments/attention_speed.py`).
+(the calling one, or a task on XLA's own intra-op thread pool), one thread per product. Why: XLA:CPU
+has no attention kernel, and its Eigen dots run attention's `[L, 64]` products at 99–116 GFLOP/s
+on the 2-core CI machine, where the kernel's products run at ~179 with OpenBLAS (the
+`scipy-openblas32` wheel; ViViT-B's `[2, 785, 12, 64]`, forward + backward: 133 → 86 ms against
+`head_blocked_attention`, 195 ms for einsum; experiments/README.md,
+`experiments/attention_speed.py`). At head dim 64 (every ViViT size) from `TILE_FROM_TOKENS`
+tokens on, and where the build has AVX-512, its products are its own register tiles instead,
+which pack the shared operand once per pair rather than per call (the same shape: 94.3 → 80.7
+ms against OpenBLAS).
 
 Built once per machine, the first time a process needs it, with the C++ compiler (`$CXX`, else
 `c++`) and `-march=native`, into `$VIVIT_JAX_CACHE_DIR` (default `~/.cache/vivit_jax`) under a
@@ -22,7 +25,8 @@ float32 rounding. `VIVIT_JAX_CPU_ATTENTION=0` turns it off.
 Memory: nothing of size `[N, heads, L, L]` is kept for the backward pass (q, k, v, the output
 and `[N, heads, L]` log-sum-exps are); while it runs, each thread holds one (forward) or two
 (backward) `[rows, L]` float32 scratch matrices (`BLOCK_ROWS` rows: 3.2 MB per thread at 3137
-tokens); an allocation that fails is an error that says so.
+tokens) and, with the tiles, one or two packed `[64, L]` copies (0.8 MB each at 3137 tokens); an
+allocation that fails is an error that says so.
 
 Sharded inputs (data parallel over XLA host devices, heads over a model axis) stay sharded:
 the calls are `custom_partitioning` ops that run per shard over batch and heads, and gather
