@@ -24,6 +24,7 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -79,6 +80,24 @@ int64_t Padded(int64_t L) { return (L + kPanel - 1) / kPanel * kPanel; }
 #if defined(__AVX512F__)
 constexpr bool kTiledBuild = true;
 
+// Calls tile(std::integral_constant<int, n>{}) for a run-time n in [1, N].
+template <int N, typename Tile>
+inline void WithRows(int64_t n, Tile tile) {
+  if constexpr (N > 0) {
+    if (n == N) return tile(std::integral_constant<int, N>{});
+    WithRows<N - 1>(n, tile);
+  }
+}
+
+// Calls tile(std::integral_constant<int, m>{}, r) for rows [0, rows) in tiles of m = MR rows
+// from row r on, the last one of the rows % MR left over: each row count its own compiled tile.
+template <int MR, typename Tile>
+inline void ForRowTiles(int64_t rows, Tile tile) {
+  int64_t r = 0;
+  for (; r + MR <= rows; r += MR) tile(std::integral_constant<int, MR>{}, r);
+  WithRows<MR - 1>(rows - r, [&](auto m) { tile(m, r); });
+}
+
 // Packs rows [0, L) of x (64 floats each, `stride` apart) transposed, as panels [Lp/32][64][32],
 // zero past L.
 void PackTransposed(const float* x, int64_t stride, int64_t L, float* out) {
@@ -124,23 +143,10 @@ void ProductWithPacked(const float* a, int64_t a_stride, int64_t rows, const flo
   constexpr int MR = 12;  // 24 accumulators + 2 panel registers of the 32
   for (int64_t p0 = 0; p0 < Lp; p0 += kPanel) {
     const float* panel = packed + p0 * kTileD;
-    int64_t r = 0;
-    for (; r + MR <= rows; r += MR) {
-      TileRowsByPanel<MR>(a + r * a_stride, a_stride, panel, alpha, s + r * Lp + p0, Lp);
-    }
-    const float* ar = a + r * a_stride;
-    float* sr = s + r * Lp + p0;
-    switch (rows - r) {
-#define VIVIT_TAIL(n)                                             \
-  case n:                                                         \
-    TileRowsByPanel<n>(ar, a_stride, panel, alpha, sr, Lp);       \
-    break;
-      VIVIT_TAIL(1) VIVIT_TAIL(2) VIVIT_TAIL(3) VIVIT_TAIL(4) VIVIT_TAIL(5) VIVIT_TAIL(6)
-      VIVIT_TAIL(7) VIVIT_TAIL(8) VIVIT_TAIL(9) VIVIT_TAIL(10) VIVIT_TAIL(11)
-#undef VIVIT_TAIL
-      default:
-        break;
-    }
+    ForRowTiles<MR>(rows, [&](auto m, int64_t r) {
+      TileRowsByPanel<decltype(m)::value>(a + r * a_stride, a_stride, panel, alpha,
+                                          s + r * Lp + p0, Lp);
+    });
   }
 }
 
@@ -182,25 +188,11 @@ template <bool ACCUMULATE>
 void ProductInPlace(Strided a, int64_t rows, int64_t K, const float* b, int64_t b_stride,
                     const float* scale, int64_t scale_stride, float* c, int64_t c_stride) {
   constexpr int MR = 6;  // 24 accumulators + 4 registers of b's row
-  int64_t r = 0;
-  for (; r + MR <= rows; r += MR) {
-    TileRowsByRows<MR, ACCUMULATE>({a.data + r * a.row_stride, a.row_stride, a.col_stride}, K, b,
-                                   b_stride, scale + r * scale_stride, scale_stride,
-                                   c + r * c_stride, c_stride);
-  }
-  const Strided ar{a.data + r * a.row_stride, a.row_stride, a.col_stride};
-  const float* sr = scale + r * scale_stride;
-  float* cr = c + r * c_stride;
-  switch (rows - r) {
-#define VIVIT_TAIL(n)                                                                   \
-  case n:                                                                               \
-    TileRowsByRows<n, ACCUMULATE>(ar, K, b, b_stride, sr, scale_stride, cr, c_stride); \
-    break;
-    VIVIT_TAIL(1) VIVIT_TAIL(2) VIVIT_TAIL(3) VIVIT_TAIL(4) VIVIT_TAIL(5)
-#undef VIVIT_TAIL
-    default:
-      break;
-  }
+  ForRowTiles<MR>(rows, [&](auto m, int64_t r) {
+    TileRowsByRows<decltype(m)::value, ACCUMULATE>(
+        {a.data + r * a.row_stride, a.row_stride, a.col_stride}, K, b, b_stride,
+        scale + r * scale_stride, scale_stride, c + r * c_stride, c_stride);
+  });
 }
 #else
 constexpr bool kTiledBuild = false;
