@@ -318,9 +318,9 @@ ffi::Error ForEachPair(ffi::ThreadPool pool, const Dims& s, int64_t threads,
     return ffi::Error(ffi::ErrorCode::kResourceExhausted,
                       "vivit_cpu_attention: cannot allocate " +
                           std::to_string(workers * scratch_floats * 4 >> 20) +
-                          " MiB of scratch ([rows, L] float32 per thread); use fewer tokens, "
-                          "a smaller cpu_attention.BLOCK_ROWS or attention_implementation="
-                          "'einsum'");
+                          " MiB of scratch (float32 [rows, L] scores and packed operands per "
+                          "thread); use fewer tokens, a smaller cpu_attention.BLOCK_ROWS or "
+                          "attention_implementation='einsum'");
   }
   auto queue = std::make_shared<PairQueue>(pairs);
   // Claims pairs until none is left. `fn` and `scratch` are the caller's, alive until every
