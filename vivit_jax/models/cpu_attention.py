@@ -67,9 +67,9 @@ COMPILE_TIMEOUT_S = 300
 BLOCK_ROWS = 128
 # From how many tokens on calls with head dim 64 take the kernel's own register-tiled products
 # (where the build has AVX-512) instead of OpenBLAS; 0: never. Below ~192 tokens OpenBLAS was as
-# fast or faster (its small-matrix path packs nothing; attention alone, forward + backward: 65
-# tokens 1.49 vs 1.21 ms, 161: 7.19 vs 6.10; 197: 51.7 vs 55.8, 785: 80.7 vs 94.3;
-# experiments/README.md).
+# fast or faster (attention alone, forward + backward, tiles vs OpenBLAS: 65 tokens 1.49 vs 1.21
+# ms, 161: 7.19 vs 6.10; 197: 51.7 vs 55.8, 785: 80.7 vs 94.3; experiments/README.md). Likely,
+# not verified: OpenBLAS's small-matrix path, which packs nothing.
 TILE_FROM_TOKENS = 192
 _FORWARD, _BACKWARD = "vivit_cpu_attention_forward", "vivit_cpu_attention_backward"
 
