@@ -30,9 +30,17 @@ memory. See `vivit_jax.evaluate`.
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
+import os
+import re
+
 import ml_collections
 from absl import logging
+from ml_collections import config_flags
+from ml_collections.config_flags import config_flags as config_flags_impl
 
+from vivit_jax import dataset_configs
 from vivit_jax.configdicts import merge_locked, require, unknown_key_error
 from vivit_jax.models import complete_model_config, default_model_config
 
@@ -122,12 +130,6 @@ def default_optimizer_configs() -> ConfigDict:
     )
 
 
-def _dataset_defaults() -> ConfigDict:
-    from vivit_jax.dataset_configs import default_dataset_configs
-
-    return default_dataset_configs()
-
-
 def default_config() -> ConfigDict:
     """Every key an experiment config may hold, with its default."""
     c = ConfigDict()
@@ -138,7 +140,7 @@ def default_config() -> ConfigDict:
     c.model_dtype_str = "float32"
     # Data.
     c.dataset_name = ml_collections.config_dict.placeholder(str)
-    c.dataset_configs = _dataset_defaults()
+    c.dataset_configs = dataset_configs.default_dataset_configs()
     c.data_dtype_str = "float32"
     c.batch_size = 64
     c.eval_batch_size = ml_collections.config_dict.placeholder(int)  # None: batch_size.
@@ -191,19 +193,16 @@ def _overridable_nones(c: ConfigDict) -> None:
                 c[key] = ml_collections.config_dict.placeholder(object)
 
 
-def complete_config(user_config) -> ConfigDict:
-    """Returns the full experiment config: defaults updated with `user_config`, validated, locked.
+def fill_defaults(user_config) -> ConfigDict:
+    """`default_config()` updated with `user_config`, unvalidated and locked.
 
-    Args:
-      user_config: `ConfigDict` (or dict) as returned by a config file's `get_config()`, after
-        command-line overrides.
-
-    Returns:
-      A locked `ConfigDict` holding every key of `default_config()`; `model` and
-      `dataset_configs` are complete too.
+    What a config file's `get_config()` returns is filled in this way before the command line's
+    `--config.key=value` overrides are applied, so that every key of `default_config()` can be
+    overridden on any config file (Scenic's included), while a key the file or the command line
+    misspells is still an error naming it.
 
     Raises:
-      ValueError: naming the key, for an unknown key or a value that cannot work.
+      ValueError: naming an unknown key.
     """
     given = dict(user_config.items()) if user_config is not None else {}
     for typo in _EMPTY_TYPO_KEYS:
@@ -215,12 +214,58 @@ def complete_config(user_config) -> ConfigDict:
                 "Ignoring the empty config key config.%s (a typo in Scenic's configs).", typo
             )
     model = given.pop("model", None)
-    dataset_configs = given.pop("dataset_configs", None)
+    datasets = given.pop("dataset_configs", None)
     config = default_config()
     merge_locked(config, given, "config", free_form=("config.init_from.model_config",))
+    merge_locked(config.model, model, "config.model")
     with config.ignore_type():
-        config.model = complete_model_config(model)
-        config.dataset_configs = _complete_dataset_configs(dataset_configs)
+        config.dataset_configs = dataset_configs.merge(datasets)
+    _none_strings_to_none(config, default_config())
+    _overridable_nones(config)
+    config.lock()
+    return config
+
+
+def _none_strings_to_none(config: ConfigDict, defaults: ConfigDict) -> None:
+    """`--config.key=None` reaches a string-typed key as the text 'None': for a key whose
+    default is None, that text means None (no path or name is spelt 'None')."""
+    for key in list(config.keys()):
+        value = config[key]
+        default = defaults[key] if key in defaults else ...
+        if isinstance(value, ConfigDict) and isinstance(default, ConfigDict):
+            _none_strings_to_none(value, default)
+        elif value == "None" and default is None:
+            with config.ignore_type():
+                config[key] = None
+
+
+def complete_config(user_config) -> ConfigDict:
+    """Returns the full experiment config: defaults updated with `user_config`, validated, locked.
+
+    Args:
+      user_config: `ConfigDict` (or dict) as returned by a config file's `get_config()`, after
+        command-line overrides (complete or not).
+
+    Returns:
+      A locked `ConfigDict` holding every key of `default_config()`; `model` and
+      `dataset_configs` are complete too. Keys left to be derived are filled: for the
+      multi-head model, `dataset_configs.multi_label` (True) and `dataset_configs.num_classes`
+      (the sum of `class_splits`).
+
+    Raises:
+      ValueError: naming the key, for an unknown key or a value that cannot work.
+    """
+    config = fill_defaults(user_config)
+    config.unlock()
+    ds = config.dataset_configs
+    multihead = config.model_name == MULTIHEAD
+    if ds.multi_label is None:
+        ds.multi_label = multihead
+    if multihead and ds.class_splits is not None and ds.num_classes is None:
+        ds.num_classes = int(sum(ds.class_splits))
+    with config.ignore_type():
+        config.model = complete_model_config(config.model)
+        config.dataset_configs = dataset_configs.resolve(ds)
     validate_config(config)
     try:  # Bad init_from choices fail here, not after the data pipeline has started.
         from vivit_jax.checkpoints import resolve_init_from
@@ -230,14 +275,6 @@ def complete_config(user_config) -> ConfigDict:
         resolve_init_from(config.init_from)
     config.lock()
     return config
-
-
-def _complete_dataset_configs(dataset_configs) -> ConfigDict:
-    try:
-        from vivit_jax.dataset_configs import resolve
-    except ImportError:  # The data package is not there: keep what was given, unchecked.
-        return ConfigDict(dataset_configs or {})
-    return resolve(dataset_configs)
 
 
 def validate_config(c: ConfigDict) -> None:
@@ -371,3 +408,74 @@ def training_steps(config: ConfigDict, num_train_examples: int) -> tuple[int, in
         total = int(config.num_training_epochs * steps_per_epoch)
     require(total > 0, f"The run has {total} training steps; check config.num_training_*.")
     return total, steps_per_epoch
+
+
+# ---------------------------------------------------------------------------------------------
+# The `--config=file.py[:arg]` flag.
+
+
+def load_config_file(spec: str) -> ConfigDict:
+    """Loads `file.py[:arg]`: the file's `get_config(arg)`, filled with every default.
+
+    Raises:
+      ValueError: naming the file, when it is missing, does not parse, has no `get_config`, or
+        `get_config` fails or returns no config; naming the key for an unknown key.
+    """
+    path, *arg = spec.split(":", 1)
+    if not os.path.isfile(path):
+        near = ""
+        if os.path.isdir(os.path.dirname(path) or "."):
+            names = [n for n in os.listdir(os.path.dirname(path) or ".") if n.endswith(".py")]
+            close = difflib.get_close_matches(os.path.basename(path), names, n=3)
+            near = f" Similar files there: {close}." if close else ""
+        raise ValueError(f"No config file {path!r}.{near}")
+    name = "vivit_config_" + re.sub(r"\W", "_", os.path.abspath(path))
+    try:
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ValueError(
+            f"The config file {path} does not parse: line {e.lineno}: {e.msg}."
+        ) from None
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise ValueError(
+            f"The config file {path} defines no get_config(); a config file defines "
+            "`get_config(arg=None)` returning an ml_collections.ConfigDict."
+        )
+    try:
+        config = get_config(*arg)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: get_config({', '.join(map(repr, arg))}) failed: {e}") from None
+    if config is None:
+        raise ValueError(f"{path}: get_config() returned None (a missing `return config`?).")
+    try:
+        return fill_defaults(config)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+class _ConfigFileParser(config_flags_impl.ConfigFileFlagParser):
+    """ml_collections' config-file parser, filling the file's config with every default before
+    the `--config.key=value` overrides are applied (`fill_defaults`)."""
+
+    def parse(self, path):
+        return load_config_file(path)
+
+
+def define_config_flag(
+    name: str = "config",
+    help_string: str = "Experiment config file (configs/*.py[:arg]).",
+    flag_values=None,
+):
+    """Defines `--<name>=file.py[:arg]` with `--<name>.key=value` overrides on every key of
+    `default_config()`; returns the flag holder."""
+    from absl import flags
+
+    fv = flags.FLAGS if flag_values is None else flag_values
+    holder = config_flags.DEFINE_config_file(
+        name, None, help_string, flag_values=fv, lock_config=True
+    )
+    fv[name].parser = _ConfigFileParser(name=name, lock_config=True)
+    return holder

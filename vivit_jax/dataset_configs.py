@@ -61,10 +61,12 @@ def default_dataset_configs() -> ml_collections.ConfigDict:
       augmentation_params: see `default_augmentation_params`.
     Labels:
       one_hot_labels (False): `label` is float32 one-hot `[B, C]` instead of int32 `[B]`.
-      multi_label (False): a record's several label indices become a float32 multi-hot `[B, C]`
-        (DMVR `clip/label/index` with several values).
+      multi_label (None): a record's several label indices become a float32 multi-hot `[B, C]`
+        (DMVR `clip/label/index` with several values). None: True for
+        `model_name='vivit_multihead_classification'`, else False.
       label_offset (0): subtracted from stored labels (1-indexed records).
-      num_classes (None): required for DMVR records; checked against TFDS metadata otherwise.
+      num_classes (None): required for DMVR records (for the multi-head model None means the
+        sum of `class_splits`); checked against TFDS metadata otherwise.
       class_splits (None): for `model_name='vivit_multihead_classification'` (EPIC-Kitchens):
         the sizes of the heads, e.g. [300, 97]; the one output layer has sum(class_splits)
         logits, split in this order (Scenic's key). Labels are then multi-hot over the
@@ -76,7 +78,7 @@ def default_dataset_configs() -> ml_collections.ConfigDict:
       test_batch_size (None): videos per multi-view test batch; None = `config.eval_batch_size`.
       num_parallel_calls (-1): parallel decode calls per process; -1: one per
         schedulable core (TF without `autotune.initial_parallelism`: at most 16).
-      prefetch (2): batches prepared ahead on the host.
+      prefetch (2): batches prepared ahead on the host (>= 0).
     Sources:
       data_dir (None): TFDS data directory; None = TFDS's default (~/tensorflow_datasets).
       base_dir, tables, examples_per_subset: DMVR records (dataset_name
@@ -100,7 +102,7 @@ def default_dataset_configs() -> ml_collections.ConfigDict:
             "random_flip": None,
             "augmentation_params": default_augmentation_params(),
             "one_hot_labels": False,
-            "multi_label": False,
+            "multi_label": None,
             "label_offset": 0,
             "num_classes": None,
             "class_splits": None,
@@ -122,14 +124,22 @@ def default_dataset_configs() -> ml_collections.ConfigDict:
     )
 
 
-def resolve(dataset_configs) -> ml_collections.ConfigDict:
-    """Returns the defaults overridden by `dataset_configs`; unknown keys raise, naming the key."""
-    cfg = merge_locked(
+def merge(dataset_configs) -> ml_collections.ConfigDict:
+    """The defaults overridden by `dataset_configs`, unvalidated; unknown keys raise."""
+    return merge_locked(
         default_dataset_configs(),
         dataset_configs,
         "dataset_configs",
         free_form=("dataset_configs.tables", "dataset_configs.examples_per_subset"),
     )
+
+
+def resolve(dataset_configs) -> ml_collections.ConfigDict:
+    """Returns the defaults overridden by `dataset_configs`, validated; unknown keys raise,
+    naming the key. `multi_label=None` (not derived from the model) means False here."""
+    cfg = merge(dataset_configs)
+    if cfg.multi_label is None:
+        cfg.multi_label = False
     _validate(cfg)
     return cfg
 
@@ -205,3 +215,84 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
         cfg.num_parallel_calls,
         "must be -1 (autotune) or >= 1.",
     )
+    _check(
+        isinstance(cfg.prefetch, int) and not isinstance(cfg.prefetch, bool) and cfg.prefetch >= 0,
+        "prefetch",
+        cfg.prefetch,
+        "must be a number of batches >= 0.",
+    )
+    _check(
+        isinstance(cfg.label_offset, int) and not isinstance(cfg.label_offset, bool),
+        "label_offset",
+        cfg.label_offset,
+        "must be an integer (subtracted from the stored labels).",
+    )
+
+
+# Bytes per value of the input batches on the host (float32).
+INPUT_BYTES = 4
+
+
+def _available_memory() -> tuple[int, str] | None:
+    """`(bytes, what limits them)` this process can still allocate, or None when unknown:
+    the smaller of the memory the kernel reports available and the address-space limit."""
+    limits = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            info = dict(line.split(":", 1) for line in f)
+        limits.append((int(info["MemAvailable"].split()[0]) * 1024, "available memory"))
+    except (OSError, KeyError, ValueError):
+        pass
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/statm", encoding="ascii") as f:
+                used = int(f.read().split()[0]) * resource.getpagesize()
+            limits.append((max(soft - used, 0), "the address-space limit (ulimit -v)"))
+    except (OSError, ValueError, ImportError):
+        pass
+    return min(limits) if limits else None
+
+
+def check_host_memory(config, process_count: int = 1) -> None:
+    """Refuses batch and clip sizes whose input batches cannot fit in this host's memory.
+
+    Runs before any data is read or model built, so an absurd `num_frames` or `batch_size` is
+    an error naming the keys, not an out-of-memory failure deep in the pipeline.
+
+    Raises:
+      ValueError: naming the keys and both sizes.
+    """
+    cfg = config.dataset_configs
+    available = _available_memory()
+    if available is None:
+        return
+    free, what = available
+    clip = cfg.num_frames * cfg.crop_size**2 * 3 * INPUT_BYTES
+    views = cfg.num_test_clips * (3 if cfg.do_three_spatial_crops else 1)
+    test_batch = cfg.test_batch_size or config.eval_batch_size or config.batch_size
+    batches = [
+        ("config.batch_size", config.batch_size, 1),
+        ("config.eval_batch_size", config.eval_batch_size or config.batch_size, 1),
+        ("dataset_configs.test_batch_size", test_batch, views),
+    ]
+    for key, batch, per_video in batches:
+        per_host = max(1, -(-int(batch) // max(process_count, 1)))
+        need = per_host * per_video * clip
+        if need <= free:
+            continue
+        views_text = f" × {per_video} views" if per_video > 1 else ""
+        raise ValueError(
+            f"One input batch of {key}={batch} ({per_host} per host){views_text} × "
+            f"dataset_configs.num_frames={cfg.num_frames} frames × "
+            f"{cfg.crop_size}×{cfg.crop_size} (dataset_configs.crop_size) × 3 channels × "
+            f"{INPUT_BYTES} bytes is {_gib(need)}, more than the {_gib(free)} this process can "
+            f"still allocate ({what}). Lower dataset_configs.num_frames, "
+            f"dataset_configs.crop_size or {key}."
+        )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"

@@ -134,6 +134,11 @@ def head_class_names(names: list[str], lo: int, hi: int) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
+def results_path(workdir: str, split: str) -> str:
+    """`<workdir>/eval/<split>_results.json`."""
+    return os.path.join(workdir, RESULTS_DIR, f"{split}_results.json")
+
+
 def write_results(results: dict[str, Any], workdir: str) -> str:
     """Writes the JSON, the confusion PNGs and counts to `<workdir>/eval/`; returns the JSON
     path. Only process 0 writes."""
@@ -142,7 +147,7 @@ def write_results(results: dict[str, Any], workdir: str) -> str:
     names = results.pop("_class_names", {})
     directory = os.path.join(workdir, RESULTS_DIR)
     split = results["split"]
-    path = os.path.join(directory, f"{split}_results.json")
+    path = results_path(workdir, split)
     files = {}
     for head, counts in confusion.items():
         if counts is None:

@@ -59,6 +59,7 @@ from absl import logging
 
 from vivit_jax import checkpointing, config_lib, cpu_tuning, eval_results, losses, sharding
 from vivit_jax.metrics import top_k_correct
+from vivit_jax.workdir import check_workdir
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoints.
@@ -283,8 +284,24 @@ def compile_multiview_step(exp):
 # The loop, the entry points and the results files.
 
 
+class EvaluationInterrupted(Exception):
+    """`stop` asked the multi-view test to end before its last batch (SIGTERM)."""
+
+
+# With several processes, `stop` combines their SIGTERM flags (a collective) once per this many
+# test batches, and every process leaves the test at the same batch.
+STOP_SYNC_BATCHES = 10
+
+
 def evaluate_views(
-    exp, params, *, checkpoint: str, step: int | None = None, class_names=None, step_fn=None
+    exp,
+    params,
+    *,
+    checkpoint: str,
+    step: int | None = None,
+    class_names=None,
+    step_fn=None,
+    stop=None,
 ) -> dict[str, Any]:
     """Runs the multi-view protocol over the test split of `exp.dataset`.
 
@@ -295,12 +312,15 @@ def evaluate_views(
       step: Recorded in the results.
       class_names: Overrides the dataset's class names (e.g. a HuggingFace `id2label`).
       step_fn: `compile_multiview_step(exp)`, to reuse one compilation across calls.
+      stop: an object with `should_stop(sync: bool) -> bool` (the train loop's SIGTERM flag),
+        asked before every batch.
 
     Returns:
       The results dict (see the module docstring), without the file names.
 
     Raises:
       RuntimeError: a video appears twice, or the split's videos were not all evaluated.
+      EvaluationInterrupted: `stop` said so.
     """
     config, meta = exp.config, exp.dataset.meta_data
     names = list(class_names or meta.get("class_names") or range(exp.num_classes))
@@ -315,6 +335,8 @@ def evaluate_views(
     for i, batch in enumerate(exp.dataset.test_iter()):
         if config.steps_per_test and i >= config.steps_per_test:
             break
+        if stop is not None and stop.should_stop(i % STOP_SYNC_BATCHES == 0):
+            raise EvaluationInterrupted(f"after {i} test batches")
         shape = batch["inputs"].shape
         num_views = shape[1] if len(shape) == 6 else 1
         batch_size = shape[0]
@@ -402,7 +424,7 @@ def evaluate(
     config = config_lib.complete_config(config)
     ckpt = load_checkpoint(checkpoint, workdir)
     config = with_checkpoint_model(config, ckpt)
-    train.check_workdir(workdir)
+    check_workdir(workdir)
     mesh = sharding.create_mesh(config.sharding.model_axis_size)
     config = _round_test_batch(config, mesh)
     dataset = (dataset_fn or train._default_dataset_fn)(config, mesh=mesh, start_step=0)
@@ -433,7 +455,9 @@ def _finish(results, workdir: str) -> dict[str, Any]:
     return results
 
 
-def final_evaluation(exp, params, workdir: str, step: int, step_fn=None) -> dict[str, Any] | None:
+def final_evaluation(
+    exp, params, workdir: str, step: int, step_fn=None, stop=None
+) -> dict[str, Any] | None:
     """The end-of-training evaluation: the multi-view protocol on the test split, written as
     `evaluate` writes it. Returns None (and logs why) when the dataset has no test videos."""
     if not exp.dataset.meta_data.get("num_test_examples"):
@@ -445,7 +469,8 @@ def final_evaluation(exp, params, workdir: str, step: int, step_fn=None) -> dict
         else f"train state at step {step} (not saved)"
     )
     return _finish(
-        evaluate_views(exp, params, checkpoint=where, step=step, step_fn=step_fn), workdir
+        evaluate_views(exp, params, checkpoint=where, step=step, step_fn=step_fn, stop=stop),
+        workdir,
     )
 
 

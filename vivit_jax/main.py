@@ -18,12 +18,20 @@ and SLURM) or `--coordinator_address=host:port --num_processes=N --process_id=i`
 
 from __future__ import annotations
 
+import logging as std_logging
+import os
+import sys
+import traceback
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (configs/*.py[:arg]).", lock_config=True
-)
+from vivit_jax import config_lib
+
+# TensorFlow's C++ INFO lines (its oneDNN notice) are not this program's output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+_CONFIG = config_lib.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and summaries.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate"], "What to run.")
 _CHECKPOINT = flags.DEFINE_string(
@@ -58,9 +66,80 @@ def _initialize_distributed() -> None:
     logging.info("Process %d of %d.", jax.process_index(), jax.process_count())
 
 
+class _OwnRecordsAndWarnings(std_logging.Filter):
+    """Passes this package's records and the libraries' warnings and errors, each as its first
+    line; drops the libraries' INFO records (orbax logs a dozen per checkpoint, clu echoes every
+    summary) and asyncio's echoes of failures already reported ("... never retrieved")."""
+
+    _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if record.pathname.startswith(self._PACKAGE):
+            return True
+        if record.levelno < std_logging.WARNING:
+            return False
+        message = record.getMessage()
+        if record.name == "asyncio" and "never retrieved" in message:
+            return False
+        if record.exc_info or "\n" in message:  # A library's traceback: its first line.
+            record.msg, record.args = message.splitlines()[0][:500] + " [...]", None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _quiet_libraries() -> None:
+    if flags.FLAGS.verbosity >= 1:  # --verbosity=1 shows everything.
+        return
+    logging.get_absl_handler().addFilter(_OwnRecordsAndWarnings())
+    default_hook = sys.excepthook
+
+    def hook(kind, value, tb):
+        # After a failed checkpoint write, TensorStore's late callbacks find orbax's event loop
+        # closed and print this once per array; the failure itself is reported.
+        if kind is RuntimeError and str(value) == "Event loop is closed":
+            return
+        default_hook(kind, value, tb)
+
+    sys.excepthook = hook
+
+
+def _is_reported_error(error: BaseException) -> bool:
+    """An error this package raised on purpose, with a message meant for the user."""
+    if type(error).__module__.startswith("vivit_jax"):
+        return True
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    raised_here = tb is not None and tb.tb_frame.f_code.co_filename.startswith(
+        _OwnRecordsAndWarnings._PACKAGE
+    )
+    return raised_here and isinstance(error, (ValueError, OSError, FloatingPointError))
+
+
+def _fail(error: BaseException) -> None:
+    """Makes the error the run's last lines: the message alone for the errors this package
+    raises with a message for the user (the traceback too with --verbosity=1), else the
+    traceback and then the message."""
+    if not _is_reported_error(error) or flags.FLAGS.verbosity >= 1:
+        traceback.print_exception(error, file=sys.stderr)
+    sys.stderr.write(f"\nerror: {type(error).__name__}: {error}\n")
+    sys.stderr.flush()
+
+
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    _quiet_libraries()
+    try:
+        _run()
+    except app.UsageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - reported, then the exit status says so.
+        _fail(e)
+        sys.exit(1)
+
+
+def _run() -> None:
     _initialize_distributed()
     import jax
 

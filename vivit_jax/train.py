@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import signal
 import threading
@@ -26,9 +27,19 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from vivit_jax import checkpointing, config_lib, cpu_tuning, optim, sharding, steps
+from vivit_jax import (
+    checkpointing,
+    config_lib,
+    cpu_tuning,
+    dataset_configs,
+    eval_results,
+    optim,
+    sharding,
+    steps,
+)
 from vivit_jax.metrics import summarize
 from vivit_jax.models import create_model, validate_input_shape
+from vivit_jax.workdir import WorkdirLock, check_workdir
 
 TRAIN_KEYS = ("inputs", "label", "batch_mask")
 
@@ -84,22 +95,6 @@ def _default_dataset_fn(config, *, mesh, start_step):
     from vivit_jax.data import get_dataset  # Imports TensorFlow.
 
     return get_dataset(config, mesh=mesh, start_step=start_step)
-
-
-def check_workdir(workdir: str) -> None:
-    """Creates `workdir` and checks that it is writable.
-
-    Raises:
-      ValueError: naming the directory and the OS error.
-    """
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write_test_{jax.process_index()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise ValueError(f"The workdir {workdir!r} is not writable: {e}") from e
 
 
 def build_experiment(config, *, mesh, dataset) -> Experiment:
@@ -326,6 +321,9 @@ def _check_batch_sizes(config, mesh) -> None:
 def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
     """Trains `config` in `workdir`, evaluating and checkpointing periodically.
 
+    Rerunning on the same workdir resumes from its newest healthy checkpoint; on a workdir whose
+    training is finished it runs the final evaluation if its results are missing, else returns.
+
     Args:
       config: The experiment config (completed and validated here).
       workdir: Checkpoints, TensorBoard events; resumed from when it holds checkpoints.
@@ -337,80 +335,167 @@ def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
 
     Raises:
       ValueError: for a bad config, batch size or workdir.
+      WorkdirBusyError: another run holds the workdir.
       FloatingPointError: when the loss becomes NaN or infinite (after the last good
         checkpoint is safely written).
+      CheckpointSaveError, CheckpointAccessError, CheckpointShapeError, ConfigMismatchError,
+        CheckpointStructureError: see `vivit_jax.checkpointing`.
     """
-    from clu import metric_writers  # Imports TensorFlow (its summary writer).
-
     config = config_lib.complete_config(config)
     check_workdir(workdir)
     mesh = sharding.create_mesh(config.sharding.model_axis_size)
     _check_batch_sizes(config, mesh)
-    ckpt = (
-        checkpointing.Checkpointer(workdir, config.max_checkpoints_to_keep)
-        if config.checkpoint
-        else None
-    )
-    start_step = (ckpt.latest_step() if ckpt else None) or 0
-    if start_step:  # Before any data is read: refuse another experiment's workdir.
-        ckpt.check_config(config, start_step, mismatch_ok=config.resume_mismatch_ok)
-    dataset_fn = dataset_fn or _default_dataset_fn
-    dataset = dataset_fn(config, mesh=mesh, start_step=start_step)
-    exp = build_experiment(config, mesh=mesh, dataset=dataset)
-    _log_layout(exp)
+    dataset_configs.check_host_memory(config, jax.process_count())
+    with WorkdirLock(workdir):
+        ckpt = (
+            checkpointing.Checkpointer(workdir, config.max_checkpoints_to_keep)
+            if config.checkpoint
+            else None
+        )
+        try:
+            result = _train_and_evaluate(
+                config, workdir, mesh, ckpt, dataset_fn or _default_dataset_fn
+            )
+        except BaseException:
+            if ckpt:  # Waits for the save in flight: every step before the error is kept.
+                ckpt.close(raise_errors=False)
+            raise
+        if ckpt:
+            ckpt.close()
+        return result
 
+
+def _train_and_evaluate(config, workdir, mesh, ckpt, dataset_fn) -> TrainResult:
+    from clu import metric_writers  # Imports TensorFlow (its summary writer).
+
+    newest = ckpt.newest_meta() if ckpt else None
+    start_step = newest[0] if newest else 0
+    if newest:  # Before any data is read: refuse another experiment's workdir.
+        ckpt.check_config(config, *newest, mismatch_ok=config.resume_mismatch_ok)
+    exp = build_experiment(
+        config, mesh=mesh, dataset=dataset_fn(config, mesh=mesh, start_step=start_step)
+    )
+    _log_layout(exp)
     lead = jax.process_index() == 0
     writer = metric_writers.create_default_writer(
         workdir if (lead and config.write_summary) else None, just_logging=not lead
     )
-    restored = None
-    if start_step:
-        abstract = checkpointing.abstract_like(exp.abstract_state, exp.state_shardings)
-        restored = ckpt.restore_latest(abstract)
-    if restored is not None:
-        state, meta = restored
-        if int(meta["step"]) != start_step:  # The latest was unreadable: an earlier one is used.
-            start_step = int(meta["step"])
-            exp.dataset = dataset_fn(config, mesh=mesh, start_step=start_step)
-        logging.info(
-            "Resumed from checkpoint %d (data position %d).", start_step, meta["data_position"]
-        )
-    else:
-        if start_step:  # Every checkpoint was unreadable (and set aside): start afresh.
-            start_step = 0
-            exp.dataset = dataset_fn(config, mesh=mesh, start_step=0)
-        state = initial_state(exp)
-        _log_model_summary(exp, writer)
-    from vivit_jax import evaluate  # The multi-view test (periodic and final).
-
-    # One compilation of the multi-view step for every test of this run (jit compiles lazily).
-    test_fn = (
-        evaluate.compile_multiview_step(exp)
-        if exp.dataset.meta_data.get("num_test_examples")
-        else None
-    )
     try:
-        result = _train_loop(exp, state, start_step, ckpt, writer, test_fn)
-        if result.step == exp.total_steps > start_step and not result.stopped_early:
-            result.test_results = evaluate.final_evaluation(
-                exp, result.state.params, workdir, result.step, step_fn=test_fn
-            )
-            if result.test_results is not None:
-                writer.write_scalars(result.step, evaluate.multiview_scalars(result.test_results))
+        state, start_step = _resume_or_init(exp, ckpt, start_step, dataset_fn, writer)
+        from vivit_jax import evaluate  # The multi-view test (periodic and final).
+
+        # One compilation of the multi-view step for every test of this run (jit compiles lazily).
+        test_fn = (
+            evaluate.compile_multiview_step(exp)
+            if exp.dataset.meta_data.get("num_test_examples")
+            else None
+        )
+        with _StopSignal() as stop_signal:
+            if start_step >= exp.total_steps:
+                return _finished(exp, state, start_step, workdir, writer, test_fn, stop_signal)
+            result = _train_loop(exp, state, start_step, ckpt, writer, test_fn, stop_signal)
+            if result.step == exp.total_steps and not result.stopped_early:
+                if ckpt:
+                    ckpt.wait()  # The last checkpoint is on disk before its evaluation starts.
+                _final_test(exp, result, workdir, writer, test_fn, stop_signal)
         return result
     finally:
-        if ckpt:
-            ckpt.wait()
-            ckpt.close()
         writer.close()
 
 
-def _train_loop(exp: Experiment, state, start_step: int, ckpt, writer, test_fn=None) -> TrainResult:
+def _resume_or_init(exp, ckpt, start_step: int, dataset_fn, writer):
+    """`(state, start_step)`: the newest healthy checkpoint, else a fresh (or fine-tuned) state."""
+    restored = None
+    if start_step:
+        abstract = checkpointing.abstract_like(exp.abstract_state, exp.state_shardings)
+        init_opt = jax.jit(exp.tx.init, out_shardings=exp.state_shardings.opt_state)
+        restored = ckpt.restore_newest(
+            abstract,
+            allow_new_optimizer=exp.config.resume_mismatch_ok,
+            new_opt_state=init_opt,
+        )
+    if restored is not None:
+        if restored.step != start_step:  # A damaged checkpoint was set aside.
+            ckpt.check_config(
+                exp.config, restored.step, restored.meta, mismatch_ok=exp.config.resume_mismatch_ok
+            )
+            start_step = restored.step
+            exp.dataset = dataset_fn(exp.config, mesh=exp.mesh, start_step=start_step)
+        logging.info(
+            "Resumed from checkpoint %d (data position %d).",
+            start_step,
+            restored.meta["data_position"],
+        )
+        return restored.state, start_step
+    if start_step:  # Every checkpoint was damaged (and set aside): start afresh.
+        logging.error(
+            "No healthy checkpoint is left in %s; training starts afresh.", ckpt.directory
+        )
+        exp.dataset = dataset_fn(exp.config, mesh=exp.mesh, start_step=0)
+    state = initial_state(exp)
+    _log_model_summary(exp, writer)
+    return state, 0
+
+
+def _final_results_path(exp, workdir: str) -> str:
+    return eval_results.results_path(workdir, exp.config.dataset_configs.test_split)
+
+
+def _finished(exp, state, step: int, workdir, writer, test_fn, stop_signal) -> TrainResult:
+    """A rerun of a finished training: runs the final evaluation unless its results exist."""
+    result = TrainResult(state=state, step=step, train_history=[], eval_history=[])
+    if step > exp.total_steps:
+        logging.warning(
+            "The workdir's checkpoint %d is past the run's %d steps; nothing to train.",
+            step,
+            exp.total_steps,
+        )
+    path = _final_results_path(exp, workdir)
+    done = None
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            done = json.load(f)
+    if test_fn is None or (done is not None and done.get("step") == step):
+        where = f"; its results are in {path}" if done is not None else ""
+        logging.info("Training finished at step %d%s. Nothing to do.", step, where)
+        result.test_results = done
+        return result
+    logging.info("Training finished at step %d without its final evaluation; running it now.", step)
+    _final_test(exp, result, workdir, writer, test_fn, stop_signal)
+    return result
+
+
+def _final_test(exp, result: TrainResult, workdir, writer, test_fn, stop_signal) -> None:
+    """The final multi-view test; a SIGTERM during it stops it (a rerun runs it again)."""
+    from vivit_jax import evaluate
+
+    logging.info(
+        "Final evaluation of step %d: the multi-view test of dataset_configs.test_split=%r.",
+        result.step,
+        exp.config.dataset_configs.test_split,
+    )
+    try:
+        result.test_results = evaluate.final_evaluation(
+            exp, result.state.params, workdir, result.step, step_fn=test_fn, stop=stop_signal
+        )
+    except evaluate.EvaluationInterrupted:
+        logging.warning(
+            "Stopped by SIGTERM during the final evaluation; training is finished and "
+            "checkpointed: rerun the same command to run the evaluation."
+        )
+        result.stopped_early = True
+        return
+    if result.test_results is not None:
+        writer.write_scalars(result.step, evaluate.multiview_scalars(result.test_results))
+        writer.flush()
+
+
+def _train_loop(
+    exp: Experiment, state, start_step: int, ckpt, writer, test_fn, stop_signal
+) -> TrainResult:
     """Steps `start_step + 1 .. total` with periodic summaries, evaluations, multi-view tests
     (`test_fn`, when `dataset_configs.do_multicrop_test`) and checkpoints."""
     from clu import periodic_actions  # Imports TensorFlow.
-
-    from vivit_jax import evaluate
 
     config, total = exp.config, exp.total_steps
     train_fn, eval_fn = compile_steps(exp)
@@ -433,32 +518,96 @@ def _train_loop(exp: Experiment, state, start_step: int, ckpt, writer, test_fn=N
         dict(exp.mesh.shape),
     )
     result = TrainResult(state=state, step=start_step, train_history=[], eval_history=[])
-    # A "steps/s, % done, ETA" line (and the time share of eval / checkpoints) every minute.
+    # A "steps/s, % done, ETA" record (and the time share of eval / checkpoints) every minute.
     report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer, every_secs=60)
+    periodic = _Periodic(exp, eval_fn, test_fn, writer, report, result, stop_signal)
+    if config.eval_at_start and start_step == 0:
+        periodic.evaluate(0, state)
+    pending, last_saved = [], start_step or None
+    last_log = (start_step, time.monotonic())
+    for step in range(start_step + 1, total + 1):
+        batch = next(exp.dataset.train_iter)
+        state, metrics = train_fn(state, {k: batch[k] for k in TRAIN_KEYS}, exp.train_rng)
+        pending.append((step, metrics))
+        result.state, result.step = state, step
+        report(step)
+        if ckpt:
+            ckpt.check()  # A failed asynchronous save stops the run at once, naming its step.
+        if step % log_eval_steps == 0 or step == total:
+            periodic.evaluate(step, state)
+        if log_test_steps and step % log_test_steps == 0 and step < total:
+            periodic.test(step, state)  # The last step's test is the final evaluation.
+        sync = (
+            step % log_summary_steps == 0
+            or step % checkpoint_steps == 0
+            or step % STOP_SYNC_STEPS == 0
+        )
+        stop = step < total and stop_signal.should_stop(sync)
+        if step % log_summary_steps == 0 or step == total or stop:
+            _raise_if_nonfinite(pending, ckpt, last_saved)
+            summary = _train_summary(pending, last_log, step, total)
+            last_log = (step, time.monotonic())
+            writer.write_scalars(step, summary)
+            result.train_history.append((step, summary))
+            pending = []
+        if ckpt and (step % checkpoint_steps == 0 or step == total or stop):
+            _raise_if_nonfinite(pending, ckpt, last_saved)
+            with report.timed("checkpoint"):
+                ckpt.save(state, step, config=config)
+            last_saved = step
+        writer.flush()
+        if stop:
+            logging.warning(
+                "Stopped by SIGTERM after step %d; rerun the same command to resume.", step
+            )
+            result.stopped_early = True
+            break
+    return result
 
-    def evaluate_now(step, state):
-        with report.timed("eval"):
-            summary = evaluate_split(exp, eval_fn, state, config.steps_per_eval)
-        writer.write_scalars(step, summary)
+
+class _Periodic:
+    """The evaluations inside the loop: the validation split and the periodic multi-view test
+    (which a SIGTERM cuts short, so that the checkpoint is written within the grace period)."""
+
+    def __init__(self, exp, eval_fn, test_fn, writer, report, result, stop_signal):
+        self.exp, self.eval_fn, self.test_fn = exp, eval_fn, test_fn
+        self.writer, self.report, self.result, self.stop_signal = (
+            writer,
+            report,
+            result,
+            stop_signal,
+        )
+
+    def evaluate(self, step, state):
+        with self.report.timed("eval"):
+            summary = evaluate_split(self.exp, self.eval_fn, state, self.exp.config.steps_per_eval)
+        self.writer.write_scalars(step, summary)
         logging.info(
             "Step %d: valid top-1 %.4f, top-5 %.4f.",
             step,
             summary["valid/top1"],
             summary["valid/top5"],
         )
-        result.eval_history.append((step, summary))
+        self.result.eval_history.append((step, summary))
 
-    def test_now(step, state):
-        with report.timed("test"):
-            results = evaluate.evaluate_views(
-                exp,
-                state.params,
-                checkpoint=f"train state at step {step}",
-                step=step,
-                step_fn=test_fn,
-            )
+    def test(self, step, state):
+        from vivit_jax import evaluate
+
+        try:
+            with self.report.timed("test"):
+                results = evaluate.evaluate_views(
+                    self.exp,
+                    state.params,
+                    checkpoint=f"train state at step {step}",
+                    step=step,
+                    step_fn=self.test_fn,
+                    stop=self.stop_signal,
+                )
+        except evaluate.EvaluationInterrupted:
+            logging.warning("SIGTERM during the multi-view test of step %d: test skipped.", step)
+            return
         scalars = evaluate.multiview_scalars(results)
-        writer.write_scalars(step, scalars)
+        self.writer.write_scalars(step, scalars)
         logging.info(
             "Step %d: multi-view test top-1 %.4f, top-5 %.4f (%d videos).",
             step,
@@ -466,49 +615,7 @@ def _train_loop(exp: Experiment, state, start_step: int, ckpt, writer, test_fn=N
             scalars["test/top5"],
             results["num_videos"],
         )
-        result.test_history.append((step, scalars))
-
-    if config.eval_at_start and start_step == 0:
-        evaluate_now(0, state)
-    pending, last_saved = [], start_step or None
-    last_log = (start_step, time.monotonic())
-    with _StopSignal() as stop_signal:
-        for step in range(start_step + 1, total + 1):
-            batch = next(exp.dataset.train_iter)
-            state, metrics = train_fn(state, {k: batch[k] for k in TRAIN_KEYS}, exp.train_rng)
-            pending.append((step, metrics))
-            result.state, result.step = state, step
-            report(step)
-            sync = (
-                step % log_summary_steps == 0
-                or step % checkpoint_steps == 0
-                or step % STOP_SYNC_STEPS == 0
-            )
-            stop = step < total and stop_signal.should_stop(sync)
-            if step % log_summary_steps == 0 or step == total or stop:
-                _raise_if_nonfinite(pending, ckpt, last_saved)
-                summary = _train_summary(pending, last_log, step, total)
-                last_log = (step, time.monotonic())
-                writer.write_scalars(step, summary)
-                result.train_history.append((step, summary))
-                pending = []
-            if step % log_eval_steps == 0 or step == total:
-                evaluate_now(step, state)
-            if log_test_steps and step % log_test_steps == 0 and step < total:
-                test_now(step, state)  # The last step's test is the final evaluation.
-            if ckpt and (step % checkpoint_steps == 0 or step == total or stop):
-                _raise_if_nonfinite(pending, ckpt, last_saved)
-                with report.timed("checkpoint"):
-                    ckpt.save(state, step, config=config)
-                last_saved = step
-            writer.flush()
-            if stop:
-                logging.warning(
-                    "Stopped by SIGTERM after step %d; rerun the same command to resume.", step
-                )
-                result.stopped_early = True
-                break
-    return result
+        self.result.test_history.append((step, scalars))
 
 
 def _train_summary(pending, last_log, step: int, total: int) -> dict[str, float]:

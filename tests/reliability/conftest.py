@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -116,6 +117,26 @@ def tiny_tfds(session_dir):
     data_dir = str(session_dir / "tfds")
     build("moving_shapes/tiny", data_dir, None, None, None, False)
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def corrupt_tfds(tiny_tfds, tmp_path_factory):
+    """A copy of moving_shapes/tiny whose train record 17 has truncated JPEG frames."""
+    import tensorflow as tf
+
+    data_dir = tmp_path_factory.mktemp("corrupt_tfds")
+    shutil.copytree(tiny_tfds, data_dir, dirs_exist_ok=True)
+    (path,) = [str(p) for p in data_dir.rglob("moving_shapes-train.tfrecord*") if p.is_file()]
+    records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+    example = tf.train.Example.FromString(records[17])
+    frames = example.features.feature["video"].bytes_list.value
+    for i in range(len(frames)):
+        frames[i] = frames[i][: len(frames[i]) // 2]
+    records[17] = example.SerializeToString()
+    with tf.io.TFRecordWriter(path) as writer:
+        for r in records:
+            writer.write(r)
+    return str(data_dir), path
 
 
 @pytest.fixture(scope="session")

@@ -122,26 +122,6 @@ def test_values_out_of_range(overrides, message):
         config_lib.complete_config(config)
 
 
-@pytest.fixture(scope="module")
-def corrupt_tfds(tiny_tfds, tmp_path_factory):
-    """A copy of moving_shapes/tiny whose train record 17 has truncated JPEG frames."""
-    import tensorflow as tf
-
-    data_dir = tmp_path_factory.mktemp("corrupt_tfds")
-    shutil.copytree(tiny_tfds, data_dir, dirs_exist_ok=True)
-    (path,) = [str(p) for p in data_dir.rglob("moving_shapes-train.tfrecord*") if p.is_file()]
-    records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
-    example = tf.train.Example.FromString(records[17])
-    frames = example.features.feature["video"].bytes_list.value
-    for i in range(len(frames)):
-        frames[i] = frames[i][: len(frames[i]) // 2]
-    records[17] = example.SerializeToString()
-    with tf.io.TFRecordWriter(path) as writer:
-        for r in records:
-            writer.write(r)
-    return str(data_dir), path
-
-
 def test_corrupt_video_at_train_time_names_the_record(corrupt_tfds, tmp_path):
     from tests.training.test_demo import demo_config
     from vivit_jax.data.pipeline import CorruptVideoError

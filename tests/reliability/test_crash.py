@@ -92,7 +92,7 @@ def test_half_written_and_damaged_checkpoints_are_never_read(straight, tmp_path)
     assert resumed.step == 6
     assert [s for s, _ in resumed.train_history] == [4, 5, 6]  # Step 4 redone from 3.
     _same_params(resumed, straight)
-    assert any(name.startswith("4.unreadable-") for name in os.listdir(ckpts))
+    assert any(name.startswith("4.damaged-") for name in os.listdir(ckpts))
 
 
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(straight, tmp_path, monkeypatch):

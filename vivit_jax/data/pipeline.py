@@ -79,8 +79,9 @@ class Dataset:
 class _Fetcher:
     """Maps a stream position to (encoded frames, gather indices, labels, example index)."""
 
-    def __init__(self, source, mode: str, cfg, seed: int, views_clips: int):
+    def __init__(self, source, mode: str, cfg, seed: int, views_clips: int, num_classes: int):
         self.source = source
+        self.num_classes = num_classes
         self.mode = mode
         self.cfg = cfg
         self.seed = seed
@@ -123,6 +124,7 @@ class _Fetcher:
         if index < 0:
             return self._empty
         frames, labels, _ = self.source.get(index)
+        self._check_labels(labels, index, position)
         n = len(frames)
         if n == 0:
             raise CorruptVideoError(f"{self._where(index, position)}: the video has no frames.")
@@ -144,6 +146,24 @@ class _Fetcher:
                 )
         return encoded, gather.astype(np.int32), np.asarray(labels, np.int64), np.int64(index)
 
+    def _check_labels(self, labels, index: int, position: int) -> None:
+        offset = self.cfg.label_offset
+        for stored in labels:
+            label = int(stored) - offset
+            if 0 <= label < self.num_classes:
+                continue
+            shifted = f" - dataset_configs.label_offset {offset} = {label}" if offset else ""
+            hint = (
+                " The example has no label (an unlabelled split?); rebuild the dataset (rows "
+                "without a label are skipped at build time) or choose a labelled split."
+                if int(stored) < 0
+                else " Check dataset_configs.label_offset and dataset_configs.num_classes."
+            )
+            raise LabelError(
+                f"{self._where(index, position)}: label {int(stored)}{shifted} is outside "
+                f"[0, {self.num_classes}) ({self.num_classes} classes).{hint}"
+            )
+
     def _where(self, index: int, position: int) -> str:
         records = getattr(self.source, "index", None)
         where = f"example {index}"
@@ -151,6 +171,10 @@ class _Fetcher:
             file, n = records.location(index)
             where = f"{file}, record {n} (example {index})"
         return f"{self.mode} stream position {position}: {where}"
+
+
+class LabelError(ValueError):
+    """A stored label is not a class of the model; the message names the example and key."""
 
 
 class CorruptVideoError(ValueError):
@@ -275,11 +299,15 @@ def local_rows(global_batch: int, mesh, process_index, process_count, key: str):
             f"{key}={global_batch} must be divisible by the mesh's 'data' axis size ({data_size})."
         )
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    rows = set()
-    for index in sharding.addressable_devices_indices_map((global_batch,)).values():
-        rows.update(range(*index[0].indices(global_batch)))
-    lo, hi = min(rows), max(rows) + 1
-    if len(rows) != hi - lo:
+    # Row ranges, not rows: a batch may be large (its size is checked elsewhere).
+    blocks = sorted(
+        {
+            index[0].indices(global_batch)[:2]
+            for index in sharding.addressable_devices_indices_map((global_batch,)).values()
+        }
+    )
+    lo, hi = blocks[0][0], blocks[-1][1]
+    if any(a[1] != b[0] for a, b in zip(blocks, blocks[1:])):
         raise ValueError("This process's devices do not hold a contiguous block of the batch.")
     return lo, hi
 
@@ -295,7 +323,7 @@ class _Split:
         self.mesh = mesh
         self.num_clips = cfg.num_test_clips if mode == "test" else 1
         self.three_crops = mode == "test" and cfg.do_three_spatial_crops
-        self.fetcher = _Fetcher(source, mode, cfg, seed, self.num_clips)
+        self.fetcher = _Fetcher(source, mode, cfg, seed, self.num_clips, num_classes)
         self.seed = seed
         self.num_classes = num_classes
         self.flip = flip
@@ -411,6 +439,12 @@ class _Split:
             yield batch
 
 
+def _unlabelled(source) -> bool:
+    """A split whose first example has no label (the builders store -1 for unlabelled splits)."""
+    _, labels, _ = source.get(0)
+    return any(int(label) < 0 for label in labels)
+
+
 def _flip_default(dataset_name: str, cfg) -> bool:
     if cfg.random_flip is not None:
         return bool(cfg.random_flip)
@@ -513,9 +547,21 @@ def get_dataset(
 
     def count(role):
         try:
-            return split(role).num_examples
+            source = split(role)
         except SplitNotFoundError:
             return 0
+        if role != "train" and source.num_examples and _unlabelled(source.fetcher.source):
+            key = {"eval": "eval_split", "test": "test_split"}[role]
+            logging.warning(
+                "dataset_configs.%s=%r has no labels (its videos are stored with label -1), so "
+                "it is not evaluated; set dataset_configs.%s to a labelled split such as "
+                "'validation'.",
+                key,
+                cfg[key],
+                key,
+            )
+            return 0
+        return source.num_examples
 
     def train_iter():
         gen = split("train").iterate(start_step)

@@ -84,15 +84,22 @@ def summarize(model_config, num_classes: int, input_shape, dtype="float32") -> M
 
 
 def summarize_experiment(config) -> ModelSummary:
-    """`summarize` for an experiment config (`model`, `dataset_configs`, `model_dtype_str`)."""
+    """`summarize` for an experiment config (`model`, `dataset_configs`, `model_dtype_str`).
+
+    Raises:
+      ValueError: the config is invalid, or does not say its number of classes.
+    """
+    from vivit_jax import config_lib
+
+    config = config_lib.complete_config(config)
     ds = config.dataset_configs
+    if ds.num_classes is None:
+        raise ValueError(
+            "dataset_configs.num_classes is not set, so the classifier's size is unknown; pass "
+            "--config.dataset_configs.num_classes=<classes>."
+        )
     input_shape = (ds.num_frames, ds.crop_size, ds.crop_size, 3)
-    return summarize(
-        config.model,
-        ds.num_classes,
-        input_shape,
-        dtype=config.get("model_dtype_str", "float32"),
-    )
+    return summarize(config.model, ds.num_classes, input_shape, dtype=config.model_dtype_str)
 
 
 def _print_tree(tree, indent: int = 0) -> None:
@@ -109,17 +116,21 @@ def main(argv) -> None:
     from absl import flags
 
     config = flags.FLAGS.config
-    summary = summarize_experiment(config)
+    try:
+        summary = summarize_experiment(config)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     if flags.FLAGS.tree:
         _print_tree(summary.param_shapes)
-    print(f"{config.get('experiment_name', 'model')}: {summary.line()}")
+    print(f"{config.experiment_name or 'model'}: {summary.line()}")
 
 
 if __name__ == "__main__":
     from absl import app, flags
-    from ml_collections import config_flags
 
-    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+    from vivit_jax import config_lib
+
+    config_lib.define_config_flag()
     flags.DEFINE_bool("tree", False, "Also print the parameter tree with shapes.")
     flags.mark_flag_as_required("config")
     app.run(main)
