@@ -2,7 +2,7 @@ r"""The top classes of video files, with the test protocol of a config.
 
     python -m vivit_jax.predict --checkpoint=/models/vivit-b-16x2-kinetics400 video.mp4
     python -m vivit_jax.predict --config=configs/demo.py --checkpoint=/tmp/vivit_demo \
-        a.mp4 b.webm [--class_names=names.txt] [--top_k=5]
+        a.mp4 b.webm clips/ [--class_names=names.txt] [--top_k=5]
 
 Each file is decoded with PyAV, its frames resized so that the short side is
 `dataset_configs.min_resize`, and cut into the test views exactly as the input pipeline's
@@ -15,7 +15,17 @@ multi-head model, sigmoid for the multi-label one).
 input (`num_frames`, `image_size`); frames are sampled at stride 2, the short side resized to
 256/224 of the crop, one central view. Class names come from `--class_names` (a text file with
 one name per line, or a JSON list), else the HuggingFace `id2label`, else the config's dataset
-(when its TFDS builder names them); else indices are printed.
+(when its TFDS builder names them); else indices are printed. A `--class_names` file must hold
+one name per class of the checkpoint.
+
+A directory argument stands for the video files inside it (recursively, sorted; extensions
+`.mp4 .avi .mkv .webm .mov` in any case; hidden files and folders skipped). Every input is tried:
+one that cannot be predicted (missing, a directory without videos, no video stream, not
+decodable) is reported on one line, `<path>: failed: <reason>`, and the others are still
+predicted; the model is not loaded when no input is left. The last line counts the videos
+predicted and the inputs that failed, naming them. Exit status: 0 when every input was
+predicted, 1 when any failed or when `--class_names` or `--checkpoint` cannot be read (one
+`error:` line on stderr), 2 for usage errors.
 
 Runs on any JAX device (CPU included); the time of each step is printed.
 """
@@ -35,6 +45,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from vivit_jax import config_lib, cpu_tuning, eval_results, evaluate, losses
+from vivit_jax.data.video_io import VideoDecodeError
 
 
 def _define_flags() -> flags.FlagValues:
@@ -97,17 +108,39 @@ def huggingface_config(directory: str) -> config_lib.ConfigDict:
     return config
 
 
+class ClassNamesError(ValueError):
+    """The class names given do not fit the model."""
+
+
 def read_class_names(path: str) -> list[str]:
-    """One name per line, or a JSON list (or a {index: name} mapping)."""
+    """One name per line, or a JSON list (or a {index: name} mapping).
+
+    Raises:
+      OSError: the file cannot be read.
+      ValueError: it is not UTF-8 text, holds no name, or is a mapping whose keys are not the
+        indices 0, 1, ...
+    """
     with open(path, encoding="utf-8") as f:
         text = f.read()
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
-        return [line.strip() for line in text.splitlines() if line.strip()]
+        data = None
     if isinstance(data, dict):
-        return [str(data[k]) for k in sorted(data, key=int)]
-    return [str(x) for x in data]
+        try:
+            keys = sorted(data, key=int)
+        except ValueError:
+            keys = None
+        if keys is None or [int(k) for k in keys] != list(range(len(keys))):
+            raise ValueError(f"{path}: a JSON mapping's keys must be the class indices 0, 1, ...")
+        names = [str(data[k]) for k in keys]
+    elif isinstance(data, list):
+        names = [str(x) for x in data]
+    else:  # Not JSON, or one line that happens to be a JSON scalar (a name such as 42).
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f"{path} holds no class names.")
+    return names
 
 
 def _dataset_class_names(config) -> list[str] | None:
@@ -130,6 +163,9 @@ class Predictor:
       checkpoint: Any checkpoint `vivit_jax.evaluate.load_checkpoint` reads.
       config: The experiment config, or None for a HuggingFace directory.
       class_names: Overrides the names found elsewhere.
+
+    Raises:
+      ClassNamesError: `class_names` is not one name per class of the checkpoint.
     """
 
     def __init__(self, checkpoint: str, config=None, class_names: list[str] | None = None):
@@ -159,6 +195,10 @@ class Predictor:
         )["params"]
         self.params = jax.device_put(evaluate.fit_params(ckpt.params, abstract, self.num_classes))
         self.config = config
+        if class_names is not None and len(class_names) != self.num_classes:
+            raise ClassNamesError(
+                f"{len(class_names)} class names for the {self.num_classes} classes of {checkpoint}."
+            )
         self.class_names = self._names(class_names or ckpt.class_names)
         self._step = jax.jit(
             functools.partial(evaluate.multiview_step, model=self.model, config=config),
@@ -236,35 +276,116 @@ def format_prediction(p: Prediction) -> str:
     return "\n".join(lines)
 
 
+def _one_line(e: BaseException, limit: int = 400) -> str:
+    """An exception as one line of at most `limit` characters (FFmpeg/orbax messages can span
+    several)."""
+    named = isinstance(e, (VideoDecodeError, ClassNamesError))  # Their messages say it all.
+    text = str(e) if named else f"{type(e).__name__}: {e}"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _directory_videos(directory: str) -> tuple[list[str], str | None]:
+    """The video files under `directory` (sorted), and why it counts as failed (else None):
+    no video inside, or parts that could not be read."""
+    from vivit_jax.data.builders.kinetics import VIDEO_EXTENSIONS  # Imports TF: only when needed.
+
+    found, problems = [], []
+
+    def note(error: OSError) -> None:
+        problems.append(f"cannot read {error.filename}: {error.strerror}")
+
+    for root, dirs, files in os.walk(directory, onerror=note):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [
+            os.path.join(root, f)
+            for f in files
+            if not f.startswith(".") and os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS
+        ]
+    if not found and not problems:
+        problems.append(f"no video files (looked for {' '.join(VIDEO_EXTENSIONS)})")
+    return sorted(found), "; ".join(problems) or None
+
+
+def expand_inputs(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The video files `paths` name (a directory: the videos inside it) and the inputs that
+    name none, as (path, reason)."""
+    videos, failed = [], []
+    for path in paths:
+        if os.path.isdir(path):
+            found, problem = _directory_videos(path)
+            videos += found
+            if problem:
+                failed.append((path, problem))
+        elif os.path.isfile(path):
+            videos.append(path)
+        else:
+            failed.append((path, "no such file" if not os.path.exists(path) else "not a file"))
+    return videos, failed
+
+
+def _fail(path: str, reason: str) -> None:
+    print(f"{path}: failed: {reason}", flush=True)
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
+def _summary(predicted: int, failed: list[str]) -> str:
+    line = f"Predicted {predicted} video(s); {len(failed)} input(s) failed"
+    return line + (f": {', '.join(failed)}" if failed else ".")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m vivit_jax.predict [flags] video [video ...]`; returns the exit status."""
+    """`python -m vivit_jax.predict [flags] video|directory ...`; returns the exit status."""
     fv = _define_flags()
+    usage = "Usage: python -m vivit_jax.predict --checkpoint=... [--config=...] video|directory ..."
     try:
         paths = fv(sys.argv if argv is None else argv)[1:]
     except flags.Error as e:
-        print(f"{e}\nUsage: python -m vivit_jax.predict --checkpoint=... [--config=...] video ...")
+        print(f"{e}\n{usage}")
         return 2
     if not paths or not fv.checkpoint:
-        print("Usage: python -m vivit_jax.predict --checkpoint=... [--config=...] video ...")
-        return 2
-    missing = [p for p in paths if not os.path.exists(p)]
-    if missing:
-        print(f"No such file: {', '.join(missing)}")
+        print(usage)
         return 2
     start = time.perf_counter()
-    names = read_class_names(fv.class_names) if fv.class_names else None
-    predictor = Predictor(fv.checkpoint, fv.config, names)
+    try:
+        names = read_class_names(fv.class_names) if fv.class_names else None
+    except (OSError, ValueError) as e:
+        return _error(f"--class_names={fv.class_names}: {_one_line(e)}")
+    videos, bad = expand_inputs(paths)
+    for path, reason in bad:
+        _fail(path, reason)
+    failed = [path for path, _ in bad]
+    if not videos:
+        print(_summary(0, failed))
+        return 1
+    try:
+        predictor = Predictor(fv.checkpoint, fv.config, names)
+    except ClassNamesError as e:
+        return _error(f"--class_names={fv.class_names}: {_one_line(e)}")
+    except Exception as e:  # noqa: BLE001 - any reason the model cannot be built is fatal.
+        return _error(f"cannot load --checkpoint={fv.checkpoint}: {_one_line(e)}")
     loaded = time.perf_counter()
-    for path in paths:
-        print(format_prediction(predictor(path, fv.top_k)), flush=True)
+    predicted = 0
+    for path in videos:
+        try:
+            print(format_prediction(predictor(path, fv.top_k)), flush=True)
+            predicted += 1
+        except Exception as e:  # noqa: BLE001 - one bad video must not stop the others.
+            _fail(path, _one_line(e))
+            failed.append(path)
     end = time.perf_counter()
     device = jax.devices()[0]
     print(
-        f"{len(paths)} video(s) in {end - start:.1f} s on {device.platform} ({device.device_kind}):"
-        f" loading {loaded - start:.1f} s, prediction {end - loaded:.1f} s (the first video's "
-        "model time includes compilation)."
+        f"{len(videos)} video file(s) tried in {end - start:.1f} s on {device.platform} "
+        f"({device.device_kind}): loading {loaded - start:.1f} s, prediction {end - loaded:.1f} s "
+        "(the first video's model time includes compilation)."
     )
-    return 0
+    print(_summary(predicted, failed))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
