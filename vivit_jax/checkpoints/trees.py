@@ -93,6 +93,34 @@ def shapes(tree: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     return {path_str(p): tuple(np.shape(v)) for p, v in flatten(tree).items()}
 
 
+def check_vit_layout(tree: Mapping[str, Any], where: str, have: Iterable[str] | None = None):
+    """Raises a CheckpointError naming what a ViT / ViViT tree (Scenic's layout) lacks.
+
+    Args:
+      tree: parameters as the readers return them.
+      where: what to call the tree in the message (a file name, 'The checkpoint').
+      have: the names to show as what it does hold (default: the tree's own '/' paths).
+    """
+    encoder = "SpatialTransformer" if "SpatialTransformer" in tree else "Transformer"
+    needed = (
+        ("embedding", "kernel"),
+        ("embedding", "bias"),
+        (encoder, "posembed_input", "pos_embedding"),
+        (encoder, "encoderblock_0"),
+        (encoder, "encoder_norm"),
+    )
+    missing = [path_str(p) for p in needed if not has_path(tree, p)]
+    if not missing:
+        return
+    names = sorted(path_str(p) for p in flatten(tree)) if have is None else list(have)
+    shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+    raise CheckpointError(
+        f"{where} is not a complete ViT / ViViT: it lacks {', '.join(missing)} (Scenic's names; "
+        "big_vision's `pos_embedding` and `Transformer/encoderblock/` are read too); it holds "
+        f"{shown or 'nothing'}."
+    )
+
+
 _NUMBERED = re.compile(r"^(.*)_(\d+)$")
 
 
