@@ -32,12 +32,7 @@ from vivit_jax.checkpoints.orbax_io import orbax_steps
 from vivit_jax.checkpoints.trees import CheckpointError
 
 TARGETS = ("orbax", "npz", "msgpack", "huggingface")
-_HF_FILES = (
-    "config.json",
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-)
+_HF_FILES = ("config.json", *formats.HF_WEIGHTS)
 
 
 def convert(
@@ -158,10 +153,16 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--input", required=True, help="checkpoint file or directory")
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="checkpoint file or directory; `file.npz:key` reads one model of several",
+    )
     parser.add_argument("--input_format", default="auto", help=f"auto or one of {formats.FORMATS}")
     parser.add_argument("--to", choices=TARGETS, help="output format; omit to only inspect")
-    parser.add_argument("--output", help="output file or directory")
+    parser.add_argument(
+        "--output", help="output file or directory (orbax: written to <output>/<step>)"
+    )
     parser.add_argument("--num_frames", type=int, help="input frames (HuggingFace export)")
     parser.add_argument("--image_size", type=int, help="input height = width (HuggingFace export)")
     parser.add_argument("--step", type=int, default=0, help="step number (orbax output)")

@@ -1,7 +1,8 @@
 """Checkpoint readers: ViT `.npz`, big_vision `.npz`, Scenic/Flax msgpack, orbax -> plain trees.
 
 `load_params(path)` detects the format and returns a nested `dict` of `numpy` arrays named and
-shaped like Scenic's Flax Linen parameters (REFERENCE §3), whatever the file layout was:
+shaped like Scenic's Flax Linen parameters (its `projects/vivit/model.py`), whatever the file
+layout was:
 
 | format        | what users have                                   | where the params are        |
 |---------------|---------------------------------------------------|-----------------------------|
@@ -46,7 +47,7 @@ FORMATS = ("vit", "big_vision", "scenic", "orbax", "huggingface")
 # Scenic's `checkpoint_format` values and friendly aliases.
 _FORMAT_ALIASES = {"npz": "vit", "flax": "scenic", "msgpack": "scenic", "hf": "huggingface"}
 
-_HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _SCENIC_FILE = re.compile(r"^checkpoint(_\d+)?$")
 _MODEL_KEYS = ("embedding", "Transformer", "SpatialTransformer")
 _SUBTREE_KEY = re.compile(r"\w+(/\w+)*")  # big_vision's `path:key` syntax.
@@ -76,7 +77,8 @@ def load_params(path: str | os.PathLike, format: str | None = None) -> Tree:  # 
     """
     path, key = split_subtree(os.fspath(path))
     if not os.path.exists(path):
-        raise FileNotFoundError(f"No checkpoint at {path!r}: the path does not exist.")
+        sub = f" (with the sub-tree ':{key}')" if key else ""
+        raise FileNotFoundError(f"No checkpoint at {path!r}{sub}: the path does not exist.")
     fmt = _canonical_format(format)
     if fmt is None:
         fmt, path = _detect(path)
@@ -153,7 +155,7 @@ def detect_format(path: str) -> tuple[str, str]:
 def _detect(path: str) -> tuple[str, str]:
     if os.path.isfile(path):
         parent = os.path.dirname(os.path.abspath(path))
-        if os.path.basename(path) in (*_HF_WEIGHTS, "config.json") and _is_huggingface(parent):
+        if os.path.basename(path) in (*HF_WEIGHTS, "config.json") and _is_huggingface(parent):
             return "huggingface", os.path.dirname(path) or "."  # A file of a HF directory.
         return _detect_file_format(path), path
     if not os.path.isdir(path):
@@ -180,7 +182,7 @@ def _detect(path: str) -> tuple[str, str]:
 
 def _is_huggingface(directory: str) -> bool:
     entries = set(os.listdir(directory))
-    return "config.json" in entries and bool(entries & set(_HF_WEIGHTS))
+    return "config.json" in entries and bool(entries & set(HF_WEIGHTS))
 
 
 def _detect_file_format(path: str) -> str:

@@ -6,7 +6,8 @@ like `target` (the model's fresh initialisation) with as much as possible taken 
 say what happened to every parameter. Nothing is modified in place; an error leaves the inputs
 as they were.
 
-What goes where (REFERENCE §4), for checkpoints of an image ViT ("image") or of a ViViT:
+What goes where (after Scenic's `projects/vivit/model_utils.py`), for checkpoints of an image
+ViT ("image") or of a ViViT:
 
 | model            | from an image ViT                                         | from a ViViT    |
 |------------------|-----------------------------------------------------------|-----------------|
@@ -20,7 +21,8 @@ What goes where (REFERENCE §4), for checkpoints of an image ViT ("image") or of
 |                  | projection (identity at start, trainable) or copy_spatial |                 |
 
 The head (`output_projection`) is reset to zeros unless `restore_output_projection`;
-`pre_logits` is kept when both sides have it with the same shape.
+`pre_logits` is kept when both sides have it with the same shape. Sizes are compared first
+(`sizes.check_sizes`), so a checkpoint of another width or depth is named as such.
 """
 
 from __future__ import annotations
@@ -160,10 +162,10 @@ class _Surgery:
     def run(self):
         self.check_variants()
         self.check_classifier()
-        restore_embedding = self.init_from.restore_input_embedding
         encoders = self.encoders()
+        restore = self.init_from.restore_input_embedding
         sizes.check_sizes(
-            self.src, self.target, self.cfg, encoders, restore_input_embedding=restore_embedding
+            self.src, self.target, self.cfg, encoders, restore_input_embedding=restore
         )
         self.embedding()
         self.tokens()
@@ -177,13 +179,11 @@ class _Surgery:
         """(checkpoint encoder, model encoder, config prefix of its sizes), in copy order."""
         if self.variant != FACT_ENCODER:
             return [("Transformer", "Transformer", "config.model")]
-        src_spatial = "Transformer" if self.kind == IMAGE else "SpatialTransformer"
-        pairs = [(src_spatial, "SpatialTransformer", "config.model.spatial_transformer")]
-        temporal = ("TemporalTransformer",)
-        if self.kind == FACT_ENCODER and self.has_target(temporal) and self.has_src(temporal):
-            pairs.append(
-                ("TemporalTransformer", "TemporalTransformer", "config.model.temporal_transformer")
-            )
+        src = "Transformer" if self.kind == IMAGE else "SpatialTransformer"
+        pairs = [(src, "SpatialTransformer", "config.model.spatial_transformer")]
+        t = "TemporalTransformer"
+        if self.kind == FACT_ENCODER and self.has_target((t,)) and self.has_src((t,)):
+            pairs.append((t, t, "config.model.temporal_transformer"))
         return pairs
 
     def check_variants(self):

@@ -1,8 +1,9 @@
 """Plain parameter trees: flatten, unflatten, copy, compare, and the errors this package raises.
 
 Every reader in `vivit_jax.checkpoints` returns the same thing: a nested `dict` of `numpy`
-arrays laid out and named exactly like Scenic's Flax Linen parameters (REFERENCE §3). The
-helpers here are the shared vocabulary of the readers and of the inflation code.
+arrays laid out and named exactly like Scenic's Flax Linen parameters (its
+`projects/vivit/model.py`). The helpers here are the shared vocabulary of the readers and of
+the inflation code.
 """
 
 from __future__ import annotations
