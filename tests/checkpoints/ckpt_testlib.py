@@ -7,6 +7,10 @@ LayerNorm eps 1e-6, tanh GELU, position embedding added after the CLS concat, fi
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -144,7 +148,8 @@ def big_vision_flat(params, prefix="opt/target/", scan=False):
         params["cls"] = params["cls"] + pe[:, :1]
         pe = pe[:, 1:]
     params["pos_embedding"] = pe
-    params["head"] = params.pop("output_projection")
+    if "output_projection" in params:  # A SigLIP image tower has none.
+        params["head"] = params.pop("output_projection")
     if scan:
         names = sorted(k for k in enc if k.startswith("encoderblock_"))
         blocks = [trees.flatten(enc.pop(n)) for n in names]
@@ -159,6 +164,52 @@ def save_big_vision_npz(path, params, prefix="opt/target/", scan=False):
     if prefix.startswith("opt/"):
         flat["opt/state/step"] = np.asarray(7)
         flat["extra/accum_train_time"] = np.asarray(1.5)
+    np.savez(path, **flat)
+
+
+def siglip_image_tower(seed=0):
+    """A tiny SigLIP-like image tower in Scenic's layout: GAP ViT with a big_vision `MAPHead_0`
+    (attention pooling on a learnt probe) and no head."""
+    _, params = random_image_vit(seed=seed, classifier="gap")
+    params = trees.to_numpy_tree(params)
+    del params["output_projection"]
+    rng = np.random.default_rng(seed + 100)
+    hd = HIDDEN // HEADS
+    shapes = {
+        "probe": (1, 1, HIDDEN),
+        "LayerNorm_0/scale": (HIDDEN,),
+        "LayerNorm_0/bias": (HIDDEN,),
+        "MlpBlock_0/Dense_0/kernel": (HIDDEN, MLP),
+        "MlpBlock_0/Dense_0/bias": (MLP,),
+        "MlpBlock_0/Dense_1/kernel": (MLP, HIDDEN),
+        "MlpBlock_0/Dense_1/bias": (HIDDEN,),
+        "MultiHeadDotProductAttention_0/out/kernel": (HEADS, hd, HIDDEN),
+        "MultiHeadDotProductAttention_0/out/bias": (HIDDEN,),
+    }
+    for name in ("query", "key", "value"):
+        shapes[f"MultiHeadDotProductAttention_0/{name}/kernel"] = (HIDDEN, HEADS, hd)
+        shapes[f"MultiHeadDotProductAttention_0/{name}/bias"] = (HEADS, hd)
+    params["MAPHead_0"] = trees.unflatten_slash_keys(
+        {k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()}
+    )
+    return params
+
+
+def save_two_tower_npz(path, image_params, scan=False):
+    """big_vision two-tower (SigLIP / LiT) `.npz`: image tower `params/img/` in big_vision's
+    layout, a text tower `params/txt/`, temperature `params/t` and bias `params/b`."""
+    flat = big_vision_flat(image_params, prefix="params/img/", scan=scan)
+    rng = np.random.default_rng(7)
+    text = {
+        "Embed_0/embedding": (50, HIDDEN),
+        "pos_embedding": (1, 16, HIDDEN),
+        "Encoder_0/encoderblock_0/MlpBlock_0/Dense_0/kernel": (HIDDEN, MLP),
+        "Encoder_0/encoder_norm/scale": (HIDDEN,),
+        "head/kernel": (HIDDEN, HIDDEN),
+    }
+    flat.update({f"params/txt/{k}": rng.standard_normal(v) for k, v in text.items()})
+    flat["params/t"] = np.asarray([2.3], np.float32)
+    flat["params/b"] = np.asarray([-10.0], np.float32)
     np.savez(path, **flat)
 
 
@@ -254,3 +305,30 @@ def init_from_config(model_cfg, **init_from):
     config.model = model_cfg
     config.init_from = ml_collections.ConfigDict(init_from)
     return config
+
+
+# ------------------------------------------------------------------------------------------
+# Command lines, as users run them.
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_module(module, *args, cwd, timeout=300):
+    """`python -m module args` in `cwd` (so relative paths are relative to it), on CPU.
+
+    Returns the CompletedProcess (text stdout and stderr)."""
+    env = dict(os.environ)
+    env.update(
+        JAX_PLATFORMS="cpu",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=str(cwd),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -385,7 +385,10 @@ def test_patch_size_mismatch(vit_token):
 
 
 def test_not_a_vit():
-    with pytest.raises(CheckpointError, match="Not a ViT or ViViT checkpoint"):
+    with pytest.raises(
+        CheckpointError,
+        match="The checkpoint is not a complete ViT / ViViT: it lacks embedding/kernel",
+    ):
         inflate({"conv1": {"kernel": np.zeros((3, 3, 3, 8))}}, lib.vivit_config())
 
 

@@ -1,10 +1,13 @@
 """Checkpoints: read ViT / big_vision / Scenic / orbax / HuggingFace files; inflate; convert.
 
 Public API:
-  load_params(path, format=None)             -> nested dict of numpy arrays, Scenic layout
+  load_params(path, format=None)             -> nested dict of numpy arrays, Scenic layout;
+                                                `path` may be relative, or `file.npz:img`
   load_huggingface_vivit(directory)          -> (model_config, num_classes, params)
   export_huggingface_vivit(params, model_config, directory, num_frames=, image_size=)
-  save_params_orbax(directory, params, step) -> the training code's orbax layout
+  save_params_orbax(directory, params, step, overwrite=False)
+                                             -> writes the training code's orbax layout;
+                                                returns the step directory
   init_from_pretrained(params, config)       -> params initialised per config.init_from
   inflate_params(target, restored, model_config, init_from) -> (params, changes)
   default_init_from_config()                 -> every config.init_from key with its default

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from vivit_jax.checkpoints import inflate, trees
+from vivit_jax.checkpoints.trees import CheckpointError
 
 
 def infer_model_config(params: Mapping[str, Any]) -> ml_collections.ConfigDict:
@@ -54,8 +55,16 @@ def infer_model_config(params: Mapping[str, Any]) -> ml_collections.ConfigDict:
 def _stack(encoder: Mapping[str, Any]) -> dict[str, int]:
     blocks = [k for k in encoder if k.startswith("encoderblock_")]
     block = encoder["encoderblock_0"]
-    att = block.get("MultiHeadDotProductAttention_0") or block["MultiHeadDotProductAttention_space"]
-    mlp = block.get("MlpBlock_0") or block["MlpBlock"]
+    att = block.get("MultiHeadDotProductAttention_0") or block.get(
+        "MultiHeadDotProductAttention_space"
+    )
+    mlp = block.get("MlpBlock_0") or block.get("MlpBlock")
+    if not (att and "query" in att and mlp and "Dense_0" in mlp):
+        raise CheckpointError(
+            f"encoderblock_0 holds {sorted(block)}: expected an attention module "
+            "(MultiHeadDotProductAttention_0 or _space, with query/) and an MLP (MlpBlock_0 or "
+            "MlpBlock, with Dense_0/)."
+        )
     return {
         "num_layers": len(blocks),
         "num_heads": int(att["query"]["kernel"].shape[1]),
@@ -77,4 +86,6 @@ def summary(path: str, params: Mapping[str, Any], fmt: str) -> str:
         "config.model implied by the shapes:",
         json.dumps(cfg.to_dict(), indent=2, default=list),
     ]
+    if "MAPHead_0" in params:  # SigLIP's image tower.
+        lines.insert(5, "MAPHead_0: big_vision's MAP-pooling head; no ViViT has one (unused)")
     return "\n".join(lines)

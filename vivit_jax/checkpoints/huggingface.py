@@ -1,6 +1,6 @@
 """HuggingFace `transformers` ViViT <-> this project's Model 1 (spatio-temporal, CLS token).
 
-HF's `VivitForVideoClassification` is a port of Scenic's ViViT-B/16x2 (REFERENCE §4): the same
+HF's `VivitForVideoClassification` is a port of Scenic's ViViT-B/16x2: the same
 pre-LN encoder with a CLS token, a final LayerNorm and a linear classifier on the CLS output.
 Differences are layout only:
 

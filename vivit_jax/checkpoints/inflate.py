@@ -6,7 +6,8 @@ like `target` (the model's fresh initialisation) with as much as possible taken 
 say what happened to every parameter. Nothing is modified in place; an error leaves the inputs
 as they were.
 
-What goes where (REFERENCE §4), for checkpoints of an image ViT ("image") or of a ViViT:
+What goes where (after Scenic's `projects/vivit/model_utils.py`), for checkpoints of an image
+ViT ("image") or of a ViViT:
 
 | model            | from an image ViT                                         | from a ViViT    |
 |------------------|-----------------------------------------------------------|-----------------|
@@ -20,7 +21,8 @@ What goes where (REFERENCE §4), for checkpoints of an image ViT ("image") or of
 |                  | projection (identity at start, trainable) or copy_spatial |                 |
 
 The head (`output_projection`) is reset to zeros unless `restore_output_projection`;
-`pre_logits` is kept when both sides have it with the same shape.
+`pre_logits` is kept when both sides have it with the same shape. Sizes are compared first
+(`sizes.check_sizes`), so a checkpoint of another width or depth is named as such.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from vivit_jax.checkpoints import posemb, trees
+from vivit_jax.checkpoints import posemb, sizes, trees
 from vivit_jax.checkpoints.posemb import Grid
 from vivit_jax.checkpoints.trees import CheckpointError, Path
 
@@ -54,6 +56,9 @@ _M3_RENAMES = {
     "MlpBlock_0": "MlpBlock",
 }
 _POSEMB = ("posembed_input", "pos_embedding")
+# Why a checkpoint's top-level module goes unused, where there is more to say than "no
+# counterpart": big_vision's MAP head (SigLIP) pools tokens by attention, which no ViViT does.
+_UNUSED = {"output_projection": "new head", "MAPHead_0": "big_vision MAP-pooling head"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,13 +73,9 @@ class Change:
 
 def describe_checkpoint(restored: Mapping[str, Any], token_grid=None) -> str:
     """Which variant a checkpoint tree is: 'image' or one of `VARIANTS` (1 and 4 are alike)."""
+    trees.check_vit_layout(restored, "The checkpoint")
     if "SpatialTransformer" in restored:
         return FACT_ENCODER
-    if "Transformer" not in restored or "embedding" not in restored:
-        raise CheckpointError(
-            "Not a ViT or ViViT checkpoint: expected 'embedding' and 'Transformer' (or "
-            f"'SpatialTransformer'); top-level keys are {sorted(restored)[:10]}."
-        )
     block0 = restored["Transformer"].get("encoderblock_0", {})
     if "MultiHeadDotProductAttention_space" in block0:
         return FACT_SELF_ATTENTION
@@ -161,18 +162,29 @@ class _Surgery:
     def run(self):
         self.check_variants()
         self.check_classifier()
+        encoders = self.encoders()
+        restore = self.init_from.restore_input_embedding
+        sizes.check_sizes(
+            self.src, self.target, self.cfg, encoders, restore_input_embedding=restore
+        )
         self.embedding()
         self.tokens()
-        if self.variant == FACT_ENCODER:
-            src_spatial = "Transformer" if self.kind == IMAGE else "SpatialTransformer"
-            self.encoder(src_spatial, "SpatialTransformer", spatial_only=True)
-            if self.kind == FACT_ENCODER and self.has_target(("TemporalTransformer",)):
-                if self.has_src(("TemporalTransformer",)):
-                    self.encoder("TemporalTransformer", "TemporalTransformer", temporal_1d=True)
-        else:
-            self.encoder("Transformer", "Transformer")
+        for skey, tkey, _ in encoders:
+            spatial_only = tkey == "SpatialTransformer"
+            self.encoder(skey, tkey, spatial_only, temporal_1d=tkey == "TemporalTransformer")
         self.heads()
         return self.finish()
+
+    def encoders(self) -> list[tuple[str, str, str]]:
+        """(checkpoint encoder, model encoder, config prefix of its sizes), in copy order."""
+        if self.variant != FACT_ENCODER:
+            return [("Transformer", "Transformer", "config.model")]
+        src = "Transformer" if self.kind == IMAGE else "SpatialTransformer"
+        pairs = [(src, "SpatialTransformer", "config.model.spatial_transformer")]
+        t = "TemporalTransformer"
+        if self.kind == FACT_ENCODER and self.has_target((t,)) and self.has_src((t,)):
+            pairs.append((t, t, "config.model.temporal_transformer"))
+        return pairs
 
     def check_variants(self):
         ok = self.kind == IMAGE or self.kind == self.variant
@@ -244,15 +256,7 @@ class _Surgery:
                 self.put((name,), self.src[spath], "copied", spath)
 
     def encoder(self, skey, tkey, spatial_only=False, temporal_1d=False):
-        sblocks = _block_names(self.src, skey)
-        tblocks = _block_names(self.target, tkey)
-        if len(sblocks) != len(tblocks):
-            raise CheckpointError(
-                f"The checkpoint's {skey} has {len(sblocks)} encoder blocks, the model's {tkey} "
-                f"has {len(tblocks)} (e.g. {tkey}/encoderblock_{len(tblocks) - 1}); use a "
-                "checkpoint of the same depth."
-            )
-        for i in range(len(sblocks)):
+        for i in range(len(_block_names(self.src, skey))):  # Depths agree: check_sizes.
             sblock, tblock = (skey, f"encoderblock_{i}"), (tkey, f"encoderblock_{i}")
             if self.variant == FACT_SELF_ATTENTION and self.kind == IMAGE:
                 self.factorised_block(sblock, tblock)
@@ -407,7 +411,7 @@ class _Surgery:
                 )
         for path in self.src:
             if path not in self.used:
-                why = "new head" if path[0] == "output_projection" else "no counterpart"
+                why = _UNUSED.get(path[0], "no counterpart")
                 changes.append(
                     Change(
                         trees.path_str(path),

@@ -2,7 +2,8 @@
 
 Keys (Scenic's first, then ours; defaults from `default_init_from_config()`):
 
-  checkpoint_path: None. A file or directory `load_params` reads; None = no initialisation.
+  checkpoint_path: None. A file or directory `load_params` reads (relative or absolute, or
+    big_vision's `file.npz:img` for one model of several); None = no initialisation.
   checkpoint_format: 'auto'. 'auto' | 'vit' | 'big_vision' | 'scenic' | 'orbax' | 'huggingface'.
   model_config: None. Scenic's description of the checkpoint's model; only
     `model_config.model.classifier` is read, and checked against the checkpoint.

@@ -1,9 +1,9 @@
 """Positional-embedding surgery: CLS row, spatial resize, temporal tiling and interpolation.
 
 A ViViT positional embedding is `(1, [1 +] nt*nh*nw, D)`: an optional CLS row, then the token
-grid frame-major (REFERENCE §2). An image ViT's grid has no time axis. Resizing uses
-`scipy.ndimage.zoom(order=1)` on each frame's `(nh, nw, D)` grid exactly as Scenic does, so
-square grids come out bit-identical to the original; time is interpolated the same way on
+grid frame-major, as Scenic's ViViT flattens it. An image ViT's grid has no time axis.
+Resizing uses `scipy.ndimage.zoom(order=1)` on each frame's `(nh, nw, D)` grid exactly as
+Scenic does, so square grids come out bit-identical to the original; time is interpolated the same way on
 `(nt, ...)`. Linear interpolation is separable, so space and time are adapted independently.
 """
 

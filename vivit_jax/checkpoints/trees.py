@@ -1,8 +1,9 @@
 """Plain parameter trees: flatten, unflatten, copy, compare, and the errors this package raises.
 
 Every reader in `vivit_jax.checkpoints` returns the same thing: a nested `dict` of `numpy`
-arrays laid out and named exactly like Scenic's Flax Linen parameters (REFERENCE §3). The
-helpers here are the shared vocabulary of the readers and of the inflation code.
+arrays laid out and named exactly like Scenic's Flax Linen parameters (its
+`projects/vivit/model.py`). The helpers here are the shared vocabulary of the readers and of
+the inflation code.
 """
 
 from __future__ import annotations
@@ -91,6 +92,34 @@ def has_path(tree: Mapping[str, Any], path: Path) -> bool:
 def shapes(tree: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     """{'a/b': shape} for every leaf, handy for error messages and logs."""
     return {path_str(p): tuple(np.shape(v)) for p, v in flatten(tree).items()}
+
+
+def check_vit_layout(tree: Mapping[str, Any], where: str, have: Iterable[str] | None = None):
+    """Raises a CheckpointError naming what a ViT / ViViT tree (Scenic's layout) lacks.
+
+    Args:
+      tree: parameters as the readers return them.
+      where: what to call the tree in the message (a file name, 'The checkpoint').
+      have: the names to show as what it does hold (default: the tree's own '/' paths).
+    """
+    encoder = "SpatialTransformer" if "SpatialTransformer" in tree else "Transformer"
+    needed = (
+        ("embedding", "kernel"),
+        ("embedding", "bias"),
+        (encoder, "posembed_input", "pos_embedding"),
+        (encoder, "encoderblock_0"),
+        (encoder, "encoder_norm"),
+    )
+    missing = [path_str(p) for p in needed if not has_path(tree, p)]
+    if not missing:
+        return
+    names = sorted(path_str(p) for p in flatten(tree)) if have is None else list(have)
+    shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+    raise CheckpointError(
+        f"{where} is not a complete ViT / ViViT: it lacks {', '.join(missing)} (Scenic's names; "
+        "big_vision's `pos_embedding` and `Transformer/encoderblock/` are read too); it holds "
+        f"{shown or 'nothing'}."
+    )
 
 
 _NUMBERED = re.compile(r"^(.*)_(\d+)$")
