@@ -42,7 +42,6 @@ import time
 import jax
 import numpy as np
 from absl import flags, logging
-from ml_collections import config_flags
 
 from vivit_jax import config_lib, cpu_tuning, eval_results, evaluate, losses
 from vivit_jax.data.video_io import VideoDecodeError
@@ -51,9 +50,8 @@ from vivit_jax.data.video_io import VideoDecodeError
 def _define_flags() -> flags.FlagValues:
     """The command's own flags (not absl's global ones, which `vivit_jax.main` uses)."""
     fv = flags.FlagValues()
-    config_flags.DEFINE_config_file(
+    config_lib.define_config_flag(
         "config",
-        None,
         "Experiment config (configs/*.py[:arg]); optional for HuggingFace models.",
         flag_values=fv,
     )
