@@ -112,7 +112,7 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("Interrupted; the partial build was removed.", file=sys.stderr)
+        print("Interrupted before the build finished; no partial folder is left.", file=sys.stderr)
         sys.exit(130)
 
 

@@ -13,9 +13,11 @@ and column; a repeated row. Whitespace runs inside a class name (a quoted line b
 made one space in every split, and the names so changed are reported. A split whose rows carry
 no label at all (Kinetics' test.csv) is kept unlabelled (-1) and said to be so; train must have
 labels. A split none of whose rows can be used is left out of the dataset, and its report says
-so (TFDS cannot write an empty split; for train it is an error). The summary is logged at the end of each split and kept in `builder.build_reports[split]`
-(the CLI also writes it to `build_report.json` in the dataset directory). Videos are decoded by a
-pool of threads (PyAV and the JPEG encoder release the GIL); TFDS writes the examples. A finished
+so (TFDS cannot write an empty split; for train it is an error).
+
+The summary is logged at the end of each split and kept in `builder.build_reports[split]` (the
+CLI also writes it to `build_report.json` in the dataset directory). Videos are decoded by a pool
+of threads (PyAV and the JPEG encoder release the GIL); TFDS writes the examples. A finished
 build is never redone; an interrupted one starts over, and its partial folder is removed
 (`build_dir`).
 """
