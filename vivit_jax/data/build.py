@@ -8,8 +8,11 @@ r"""Builds a dataset in one command.
 
 `--dataset` may name a config ('kinetics400/short320', 'moving_shapes/tiny'). A dataset that
 is already built is left as it is (use --overwrite to rebuild). For the video datasets, the
-rows that were skipped (missing or undecodable files) are printed and written to
-`<data_dir>/<name>/<config>/<version>/build_report.json`.
+rows that were skipped (missing or undecodable files, bad annotation rows, each with its reason)
+are printed and written to `<data_dir>/<name>/<config>/<version>/build_report.json`. The partial
+folder of an interrupted build is removed by the next build (`builders/build_dir.py`); two
+builds of the same dataset do not run at once (the second waits). An unknown name or config
+prints the datasets and exits with status 2.
 """
 
 from __future__ import annotations
@@ -57,8 +60,10 @@ def build(
     import tensorflow_datasets as tfds
 
     import vivit_jax.data  # noqa: F401  (registers the builders)
+    from vivit_jax.data.builders import build_dir, names
 
     name = dataset if config is None else f"{dataset.split('/')[0]}/{config}"
+    names.check_buildable(name)
     data_dir = os.path.expanduser(data_dir) if data_dir else None
     kwargs = {}
     if num_workers and not name.startswith("moving_shapes"):
@@ -71,6 +76,7 @@ def build(
         else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
     )
     if builder.is_prepared() and not overwrite:
+        build_dir.remove_leftovers(builder)
         print(f"{builder.info.full_name} is already built in {builder.data_dir}.")
         return builder
     start = time.time()
@@ -90,10 +96,24 @@ def build(
 
 
 def main(argv=None):
+    from vivit_jax.data.builders.names import UnknownDatasetError
+
     args = _parse(sys.argv[1:] if argv is None else argv)
-    build(
-        args.dataset, args.data_dir, args.manual_dir, args.config, args.num_workers, args.overwrite
-    )
+    try:
+        build(
+            args.dataset,
+            args.data_dir,
+            args.manual_dir,
+            args.config,
+            args.num_workers,
+            args.overwrite,
+        )
+    except UnknownDatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("Interrupted before the build finished; no partial folder is left.", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

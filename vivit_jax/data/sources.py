@@ -90,12 +90,11 @@ def _can_build_here(name: str) -> bool:
 def _tfds_builder(name: str, data_dir: str | None):
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as e:
-        raise ValueError(
-            f"config.dataset_name={name!r} is not a known dataset: use one of moving_shapes, "
-            f"kinetics400, kinetics600, kinetics700, something_something_v2, or "
-            f"{DMVR_DATASET_NAMES[0]} for DMVR records. ({e})"
-        ) from None
+    except tfds.core.registered.DatasetNotFoundError:
+        # TFDS's message lists its whole catalogue; say the project's datasets instead.
+        from vivit_jax.data.builders.names import UnknownDatasetError, unknown_dataset_message
+
+        raise UnknownDatasetError(unknown_dataset_message(name, "config.dataset_name")) from None
     if not builder.is_prepared() and _can_build_here(name):
         # The built-in dataset is generated, not downloaded: build it on first use (~1 min).
         from vivit_jax.data.build import build

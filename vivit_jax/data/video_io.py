@@ -13,9 +13,12 @@ import av
 import numpy as np
 from PIL import Image
 
+# JPEG stores each side in 16 bits (ITU T.81, the frame header's X and Y).
+JPEG_MAX_SIDE = 65535
+
 
 class VideoDecodeError(Exception):
-    """The file could not be decoded into at least one frame."""
+    """The file could not be decoded into at least one frame, or its frames cannot be stored."""
 
 
 @dataclass
@@ -49,6 +52,29 @@ def short_side_size(height: int, width: int, short_side: int | None) -> tuple[in
     return max(1, round(height * short_side / width)), short_side
 
 
+def check_jpeg_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
+    """The (height, width) frames of `height` x `width` are stored at, if JPEG can hold them.
+
+    Raises:
+      VideoDecodeError: a side would exceed `JPEG_MAX_SIDE`; the message says the size, the
+        limit, and the largest short side that fits.
+    """
+    out_h, out_w = short_side_size(height, width, short_side)
+    if max(out_h, out_w) <= JPEG_MAX_SIDE:
+        return out_h, out_w
+    fits = JPEG_MAX_SIDE * min(height, width) // max(height, width)
+    resized = f"resized to short side {short_side} " if short_side else ""
+    remedy = (
+        f"build with a short side of at most {fits} (--config=short<N>) or --config=original"
+        if fits >= 1
+        else "no short side fits: the video cannot be stored as JPEG frames"
+    )
+    raise VideoDecodeError(
+        f"frames of {height}x{width} {resized}would be {out_h}x{out_w}, beyond JPEG's limit "
+        f"of {JPEG_MAX_SIDE} pixels per side; {remedy}"
+    )
+
+
 def decode_video(
     path: str, short_side: int | None = 256, jpeg_quality: int = 90, max_frames: int | None = None
 ) -> DecodedVideo:
@@ -57,7 +83,8 @@ def decode_video(
     Frames are streamed (decoded, resized, encoded one at a time), so memory holds only JPEGs.
 
     Raises:
-      VideoDecodeError: the file cannot be opened, has no video stream, or yields no frame.
+      VideoDecodeError: the file cannot be opened, has no video stream, or yields no frame, or
+        its resized frames would be too large for JPEG (checked before the first is resized).
     """
     try:
         container = av.open(path)
@@ -78,7 +105,7 @@ def decode_video(
             for frame in container.decode(stream):
                 if not size[0]:
                     size = (frame.height, frame.width)
-                    out_h, out_w = short_side_size(frame.height, frame.width, short_side)
+                    out_h, out_w = check_jpeg_size(frame.height, frame.width, short_side)
                 rgb = frame.to_ndarray(
                     width=out_w, height=out_h, format="rgb24", interpolation="BILINEAR"
                 )

@@ -2,6 +2,8 @@
 
 `kinetics400`, `kinetics600`, `kinetics700` and `something_something_v2` read a local copy
 (manual download); `moving_shapes` is generated. Build with `python -m vivit_jax.data.build`.
+`names` holds the list of them and the message for a name that is none of them; `build_dir`
+removes the partial folders of interrupted builds.
 """
 
 from vivit_jax.data.builders.kinetics import Kinetics400, Kinetics600, Kinetics700

@@ -1,15 +1,25 @@
 """What the video-file builders (Kinetics, SSv2) share: configs, features, decoding, reports.
 
 Every example has the same features: `video` (JPEG frames, short side resized at build time),
-`label` (ClassLabel with the real class names; -1 where a split has no labels), `video_id` and
+`label` (ClassLabel with the real class names; -1 in a split that has no labels), `video_id` and
 `fps` (of the source file).
 
-Dirty data never stops a build: rows whose file is missing, and files that cannot be decoded
-into a frame, are skipped and counted; a summary naming them is logged at the end of each split
-and kept in `builder.build_reports[split]` (the CLI also writes it to `build_report.json` in the
-dataset directory). Videos are decoded by a pool of threads (PyAV and the JPEG encoder release
-the GIL); TFDS writes the examples. A finished build is never redone; an interrupted one starts
-over (TFDS writes a split atomically).
+Dirty data never stops a build. Annotation files are read as UTF-8 with or without a byte-order
+mark. Every row that cannot be used is skipped and counted with its reason: a row whose file is
+missing; a file that cannot be decoded into a frame, or whose frames would exceed JPEG's 65,535
+pixels per side; a bad annotation row (a value that is not a number, an empty id, an empty label
+in a labelled split, a label that is not a class), named by file and line (CSV) or index (JSON)
+and column; a repeated row. Whitespace runs inside a class name (a quoted line break, a tab) are
+made one space in every split, and the names so changed are reported. A split whose rows carry
+no label at all (Kinetics' test.csv) is kept unlabelled (-1) and said to be so; train must have
+labels. A split none of whose rows can be used is left out of the dataset, and its report says
+so (TFDS cannot write an empty split; for train it is an error).
+
+The summary is logged at the end of each split and kept in `builder.build_reports[split]` (the
+CLI also writes it to `build_report.json` in the dataset directory). Videos are decoded by a pool
+of threads (PyAV and the JPEG encoder release the GIL); TFDS writes the examples. A finished
+build is never redone; an interrupted one starts over, and its partial folder is removed
+(`build_dir`).
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from absl import logging
 from etils import epath
 
 from vivit_jax.data import video_io
+from vivit_jax.data.builders.build_dir import CleanBuildMixin
 
 # Short sides with a named config 'short<N>'; 256 (the first, the default) as the original;
 # 32 is for tests and quick experiments.
@@ -68,6 +79,29 @@ def video_configs() -> list[VideoBuilderConfig]:
     return configs
 
 
+def read_text(path: str) -> str:
+    """The text of an annotation file: UTF-8, with or without a byte-order mark (spreadsheets'
+    "CSV UTF-8" writes one). Bytes that are not UTF-8 become U+FFFD; `text_problem` finds them,
+    so that only the rows holding them are skipped."""
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        return f.read()
+
+
+def text_problem(value: str, field: str) -> str | None:
+    """Why `value` (of `field`, e.g. 'column label') is unusable: bytes that were not UTF-8."""
+    if "\ufffd" in value:
+        return f"{field}: bytes that are not UTF-8 in {value!r}"
+    return None
+
+
+def clean_label(label: str) -> str:
+    """A class name without line breaks: whitespace runs (newline, tab, ...) become one space.
+
+    TFDS stores ClassLabel names one per line, so a name with a line break would read back as two.
+    """
+    return " ".join(label.split())
+
+
 def video_features(class_names: list[str] | None = None) -> tfds.features.FeaturesDict:
     return tfds.features.FeaturesDict(
         {
@@ -84,26 +118,37 @@ def video_features(class_names: list[str] | None = None) -> tfds.features.Featur
 @dataclasses.dataclass
 class Row:
     """One annotation row: `key` (video id), `path` (None when no file was found), `label`,
-    and `problem` (a reason to skip it found while reading the annotations)."""
+    `problem` (a reason to skip it found while reading the annotations) and `where` (the file and
+    line or index the row came from)."""
 
     key: str
     path: str | None
     label: int
     expected_name: str = ""
     problem: str | None = None
+    where: str = ""
 
 
 @dataclasses.dataclass
 class BuildReport:
-    """What happened to every row of one split."""
+    """What happened to every row of one split.
+
+    `invalid` maps a row (file and line or index) to why its annotation is unusable; `duplicates`
+    lists repeated rows (the first is used); `normalised` maps a label as written to the class
+    name it was read as.
+    """
 
     split: str
     rows: int = 0
     written: int = 0
+    built: bool = True
+    labelled: bool = True
     missing: list[str] = dataclasses.field(default_factory=list)
     undecodable: dict[str, str] = dataclasses.field(default_factory=dict)
     partial: dict[str, str] = dataclasses.field(default_factory=dict)
     invalid: dict[str, str] = dataclasses.field(default_factory=dict)
+    duplicates: list[str] = dataclasses.field(default_factory=list)
+    normalised: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def summary(self, max_names: int = 20) -> str:
         def names(items):
@@ -113,18 +158,38 @@ class BuildReport:
                 f", ... ({len(items) - max_names} more)" if len(items) > max_names else ""
             )
 
+        def pairs(mapping):
+            return names(f"{k} ({v})" for k, v in mapping.items())
+
         lines = [f"split {self.split}: wrote {self.written} of {self.rows} annotated videos."]
+        if not self.built:
+            lines = [f"split {self.split}: not built: none of its {self.rows} rows can be used."]
+        if not self.labelled:
+            lines[0] += " The split is unlabelled (no row has a label): label -1."
         if self.missing:
             lines.append(f"  skipped {len(self.missing)} missing files: {names(self.missing)}")
         if self.undecodable:
-            bad = [f"{k} ({v})" for k, v in self.undecodable.items()]
-            lines.append(f"  skipped {len(bad)} undecodable files: {names(bad)}")
+            lines.append(
+                f"  skipped {len(self.undecodable)} undecodable files: {pairs(self.undecodable)}"
+            )
         if self.invalid:
-            bad = [f"{k} ({v})" for k, v in self.invalid.items()]
-            lines.append(f"  skipped {len(bad)} rows with bad annotations: {names(bad)}")
+            lines.append(
+                f"  skipped {len(self.invalid)} rows with bad annotations: {pairs(self.invalid)}"
+            )
+        if self.duplicates:
+            lines.append(
+                f"  ignored {len(self.duplicates)} repeated rows: {names(self.duplicates)}"
+            )
         if self.partial:
-            part = [f"{k} ({v})" for k, v in self.partial.items()]
-            lines.append(f"  kept the frames before a decode error in {len(part)}: {names(part)}")
+            lines.append(
+                f"  kept the frames before a decode error in {len(self.partial)}: "
+                f"{pairs(self.partial)}"
+            )
+        if self.normalised:
+            changed = (f"{k!r} -> {v!r}" for k, v in self.normalised.items())
+            lines.append(
+                f"  made whitespace in {len(self.normalised)} labels one space: {names(changed)}"
+            )
         return "\n".join(lines)
 
     def to_json(self) -> dict:
@@ -142,15 +207,19 @@ def ordered_parallel_map(fn: Callable, items: Iterable, num_workers: int) -> Ite
         return
     window = collections.deque()
     with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
-        for item in items:
-            window.append(pool.submit(fn, item))
-            if len(window) >= 2 * num_workers:
+        try:
+            for item in items:
+                window.append(pool.submit(fn, item))
+                if len(window) >= 2 * num_workers:
+                    yield window.popleft().result()
+            while window:
                 yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
+        finally:  # Interrupted (Ctrl-C, an error, the consumer stopped): drop what has not begun.
+            for future in window:
+                future.cancel()
 
 
-class VideoFileBuilderMixin(LocalCodePath):
+class VideoFileBuilderMixin(CleanBuildMixin, LocalCodePath):
     """`_generate_examples` shared by the builders that decode video files from a manual dir."""
 
     def __init__(self, *, num_workers: int | None = None, **kwargs):
@@ -173,23 +242,31 @@ class VideoFileBuilderMixin(LocalCodePath):
             return row, None, f"{type(e).__name__}: {e}"
         return row, video, None
 
-    def _generate_from_rows(self, split: str, rows: list[Row]):
-        report = BuildReport(split=split, rows=len(rows))
-        self.build_reports[split] = report
+    def _split_generator(self, report: BuildReport, rows: list[Row]):
+        """The examples of one split, or None when no row can be used.
+
+        TFDS refuses a split without examples after generating all the others, so such a split
+        is left out now, and its report says why (train cannot be left out: an error).
+        """
+        if any(row.problem is None and row.path is not None for row in rows):
+            return self._generate_examples(report=report, rows=rows)
+        report.rows, report.built = len(rows), False
+        self.build_reports[report.split] = report
+        for row in rows:
+            _record(report, row, *self._decode_row(row)[1:])
+        if report.split == "train":
+            raise ValueError(f"No train example can be built.\n{report.summary()}")
+        logging.warning("%s %s", self.name, report.summary())
+        print(f"[{self.name}] {report.summary()}", flush=True)
+        return None
+
+    def _generate_from_rows(self, report: BuildReport, rows: list[Row]):
+        """Yields the examples of `rows`; fills `report` (rows already holds the skipped ones)."""
+        report.rows = len(rows)
+        self.build_reports[report.split] = report
         for row, video, problem in ordered_parallel_map(self._decode_row, rows, self.num_workers):
-            name = os.path.basename(row.path) if row.path else row.expected_name or row.key
-            if problem == "missing":
-                report.missing.append(name)
+            if not _record(report, row, video, problem):
                 continue
-            if problem == "invalid":
-                report.invalid[name] = row.problem
-                continue
-            if problem is not None:
-                report.undecodable[name] = problem
-                continue
-            if video.error:
-                report.partial[name] = f"{len(video.frames)} frames kept; {video.error}"
-            report.written += 1
             yield (
                 row.key,
                 {
@@ -201,3 +278,20 @@ class VideoFileBuilderMixin(LocalCodePath):
             )
         logging.info("%s %s", self.name, report.summary())
         print(f"[{self.name}] {report.summary()}", flush=True)
+
+
+def _record(report: BuildReport, row: Row, video, problem: str | None) -> bool:
+    """Counts one decoded (or skipped) row in `report`; True if it is to be written."""
+    name = os.path.basename(row.path) if row.path else row.expected_name or row.key
+    if problem == "missing":
+        report.missing.append(name)
+    elif problem == "invalid":
+        report.invalid[row.where or name] = row.problem
+    elif problem is not None:
+        report.undecodable[name] = problem
+    else:
+        if video.error:
+            report.partial[name] = f"{len(video.frames)} frames kept; {video.error}"
+        report.written += 1
+        return True
+    return False

@@ -20,6 +20,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vivit_jax.data.builders.build_dir import CleanBuildMixin
 from vivit_jax.data.builders.common import LocalCodePath, video_features
 from vivit_jax.data.video_io import encode_jpeg
 
@@ -83,7 +84,7 @@ def render(label: int, rng: np.random.Generator, num_frames: int, size: int, noi
     return frames
 
 
-class MovingShapes(LocalCodePath, tfds.core.GeneratorBasedBuilder):
+class MovingShapes(CleanBuildMixin, LocalCodePath, tfds.core.GeneratorBasedBuilder):
     """Moving shapes: 8 motion classes (4 directions × 2 speeds); no download."""
 
     VERSION = tfds.core.Version("1.0.0")
