@@ -438,9 +438,10 @@ class Checkpointer:
         Args:
           abstract_state: `jax.ShapeDtypeStruct`s (with `.sharding`) of the `TrainState`.
           allow_new_optimizer: when the checkpoint's optimiser state has another structure
-            (the optimiser was changed), restore the parameters and start `new_opt_state(params)`
-            instead of failing.
-          new_opt_state: `params -> opt_state`, needed with `allow_new_optimizer`.
+            (the optimiser was changed), restore the parameters and start
+            `new_opt_state(params, step)` instead of failing.
+          new_opt_state: `(params, step) -> opt_state` (its step counters at `step`, so that the
+            schedule goes on), needed with `allow_new_optimizer`.
 
         Raises:
           CheckpointShapeError: the parameters do not fit the model.
@@ -489,7 +490,7 @@ class Checkpointer:
                 step,
                 _shown(opt_problems, 3),
             )
-            state = state.replace(opt_state=new_opt_state(state.params))
+            state = state.replace(opt_state=new_opt_state(state.params, state.step))
         return Restored(state, step, meta, new_optimizer=bool(opt_problems))
 
     def _restore_params(self, step: int, abstract_state):

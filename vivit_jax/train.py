@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 
 from vivit_jax import (
@@ -408,11 +409,13 @@ def _resume_or_init(exp, ckpt, start_step: int, dataset_fn, writer):
     restored = None
     if start_step:
         abstract = checkpointing.abstract_like(exp.abstract_state, exp.state_shardings)
-        init_opt = jax.jit(exp.tx.init, out_shardings=exp.state_shardings.opt_state)
         restored = ckpt.restore_newest(
             abstract,
             allow_new_optimizer=exp.config.resume_mismatch_ok,
-            new_opt_state=init_opt,
+            new_opt_state=jax.jit(
+                functools.partial(_opt_state_at, exp.tx),
+                out_shardings=exp.state_shardings.opt_state,
+            ),
         )
     if restored is not None:
         if restored.step != start_step:  # A damaged checkpoint was set aside.
@@ -435,6 +438,12 @@ def _resume_or_init(exp, ckpt, start_step: int, dataset_fn, writer):
     state = initial_state(exp)
     _log_model_summary(exp, writer)
     return state, 0
+
+
+def _opt_state_at(tx, params, step):
+    """A new optimiser state whose step counters (the schedule's among them) read `step`."""
+    state = tx.init(params)
+    return optax.tree_utils.tree_set(state, count=jnp.asarray(step, jnp.int32))
 
 
 def _final_results_path(exp, workdir: str) -> str:
@@ -469,11 +478,12 @@ def _final_test(exp, result: TrainResult, workdir, writer, test_fn, stop_signal)
     """The final multi-view test; a SIGTERM during it stops it (a rerun runs it again)."""
     from vivit_jax import evaluate
 
-    logging.info(
-        "Final evaluation of step %d: the multi-view test of dataset_configs.test_split=%r.",
-        result.step,
-        exp.config.dataset_configs.test_split,
-    )
+    if test_fn is not None:
+        logging.info(
+            "Final evaluation of step %d: the multi-view test of dataset_configs.test_split=%r.",
+            result.step,
+            exp.config.dataset_configs.test_split,
+        )
     try:
         result.test_results = evaluate.final_evaluation(
             exp, result.state.params, workdir, result.step, step_fn=test_fn, stop=stop_signal

@@ -89,11 +89,12 @@ def _flip_byte(path, offset):
 
 def test_flipped_bytes_are_found_by_the_checksums(finished, tmp_path, caplog):
     workdir = _copy(finished[0], tmp_path)
-    data = sorted((workdir / "checkpoints" / "6" / "state").rglob("d/*"), key=os.path.getsize)
-    _flip_byte(data[-1], os.path.getsize(data[-1]) // 2)
+    # One bit in every data file (OCDBT may keep files that no array refers to any more).
+    for path in (workdir / "checkpoints" / "6" / "state").rglob("d/*"):
+        _flip_byte(path, os.path.getsize(path) // 2)
     with caplog.at_level("ERROR"):
         result = _run(_config(), workdir)
-    assert "checksums of 1 arrays differ" in caplog.text
+    assert "Checkpoint 6 is damaged" in caplog.text
     assert any(n.startswith("6.damaged-") for n in _listing(workdir))
     assert [s for s, _ in result.train_history] == [4, 5, 6]  # From checkpoint 3, as it was.
     assert max_abs_diff(result.state.params, finished[1].state.params) < 1e-6

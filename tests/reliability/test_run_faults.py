@@ -45,11 +45,12 @@ def test_a_second_run_on_the_same_workdir_is_refused_at_once(launch, tmp_path):
     assert "WorkdirBusyError" in last and f"process {first.proc.pid}" in last, last
     assert first.wait() == 0, first.output()[-3000:]
     # A killed holder leaves nothing stuck: the kernel drops the lock with the process.
-    killed = launch(workdir, "--config.num_training_steps=30", "--config.checkpoint_steps=1")
+    longer = ["--config.num_training_steps=30", "--config.resume_mismatch_ok=True"]
+    killed = launch(workdir, *longer, "--config.checkpoint_steps=1")
     killed.wait_for("Training steps 13..30")
     killed.proc.send_signal(signal.SIGKILL)
     killed.wait()
-    after = launch(workdir, "--config.num_training_steps=30", "--config.checkpoint_steps=1")
+    after = launch(workdir, *longer, "--config.checkpoint_steps=1")
     assert after.wait() == 0, after.output()[-3000:]
     assert "Resumed from checkpoint" in after.output()
 

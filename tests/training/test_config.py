@@ -111,7 +111,7 @@ def test_original_scenic_config_completes():
             0.9,
             "Did you mean 'config.optimizer_configs.momentum'",
         ),
-        (("model", "hidden"), 8, "'model.hidden'"),
+        (("model", "hidden"), 8, "'config.model.hidden'"),
         (("dataset_configs", "num_frame"), 8, "dataset_configs.num_frame"),
         (("datset_configs", "num_frames"), 8, "'config.datset_configs'"),
     ],
