@@ -17,7 +17,7 @@ if "xla_backend_optimization_level" not in _flags:
 os.environ["XLA_FLAGS"] = _flags.strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# `vivit_jax.main` keeps freed memory for reuse (cpu_tuning.keep_freed_memory); not in the test
+# `vivit_jax.main` keeps freed memory for reuse (tuning.keep_freed_memory); not in the test
 # process, which runs many different models one after another (tests/reliability's real
 # `vivit_jax.main` processes run with it).
 os.environ.setdefault("VIVIT_JAX_KEEP_FREED_MEMORY", "0")

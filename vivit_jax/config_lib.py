@@ -8,7 +8,7 @@ but that do nothing here (`trainer_name`, `xprof`, ...) are accepted and ignored
 
 Sub-configs come from the package that reads them:
   model.*            `vivit_jax.models.default_model_config()`
-  dataset_configs.*  `vivit_jax.dataset_configs.default_dataset_configs()`
+  dataset_configs.*  `vivit_jax.data.config.default_dataset_configs()`
   init_from.*        `default_init_from_config()` below (read by `vivit_jax.checkpoints`)
 
 Keys that are ours (not in the original):
@@ -20,7 +20,7 @@ Keys that are ours (not in the original):
   max_checkpoints_to_keep (3): older checkpoints are deleted.
   eval_at_start (False): evaluate once before the first step.
   resume_mismatch_ok (False): resume from a workdir whose checkpoints were written with different
-    experiment-defining keys (`vivit_jax.checkpointing.FINGERPRINT_KEYS`); refused otherwise.
+    experiment-defining keys (`vivit_jax.checkpoints.fingerprint.FINGERPRINT_KEYS`); refused otherwise.
 
 Multi-view test (Scenic's keys): `multicrop_softmax_logits` (False) averages the views'
 softmax probabilities instead of their logits (per head for the multi-head model);
@@ -40,8 +40,8 @@ from absl import logging
 from ml_collections import config_flags
 from ml_collections.config_flags import config_flags as config_flags_impl
 
-from vivit_jax import dataset_configs
 from vivit_jax.configdicts import merge_locked, require, unknown_key_error
+from vivit_jax.data import config as data_config
 from vivit_jax.models import complete_model_config, default_model_config
 
 ConfigDict = ml_collections.ConfigDict
@@ -140,7 +140,7 @@ def default_config() -> ConfigDict:
     c.model_dtype_str = "float32"
     # Data.
     c.dataset_name = ml_collections.config_dict.placeholder(str)
-    c.dataset_configs = dataset_configs.default_dataset_configs()
+    c.dataset_configs = data_config.default_dataset_configs()
     c.data_dtype_str = "float32"
     c.batch_size = 64
     c.eval_batch_size = ml_collections.config_dict.placeholder(int)  # None: batch_size.
@@ -219,7 +219,7 @@ def fill_defaults(user_config) -> ConfigDict:
     merge_locked(config, given, "config", free_form=("config.init_from.model_config",))
     merge_locked(config.model, model, "config.model")
     with config.ignore_type():
-        config.dataset_configs = dataset_configs.merge(datasets)
+        config.dataset_configs = data_config.merge(datasets)
     _none_strings_to_none(config, default_config())
     _overridable_nones(config)
     config.lock()
@@ -265,7 +265,7 @@ def complete_config(user_config) -> ConfigDict:
         ds.num_classes = int(sum(ds.class_splits))
     with config.ignore_type():
         config.model = complete_model_config(config.model)
-        config.dataset_configs = dataset_configs.resolve(ds)
+        config.dataset_configs = data_config.resolve(ds)
     validate_config(config)
     try:  # Bad init_from choices fail here, not after the data pipeline has started.
         from vivit_jax.checkpoints import resolve_init_from
@@ -468,14 +468,16 @@ def define_config_flag(
     name: str = "config",
     help_string: str = "Experiment config file (configs/*.py[:arg]).",
     flag_values=None,
+    sys_argv=None,
 ):
     """Defines `--<name>=file.py[:arg]` with `--<name>.key=value` overrides on every key of
-    `default_config()`; returns the flag holder."""
+    `default_config()`; returns the flag holder. `sys_argv`: the arguments the overrides are
+    read from, when they are not `sys.argv` (ml_collections reads them there)."""
     from absl import flags
 
     fv = flags.FLAGS if flag_values is None else flag_values
     holder = config_flags.DEFINE_config_file(
-        name, None, help_string, flag_values=fv, lock_config=True
+        name, None, help_string, flag_values=fv, lock_config=True, sys_argv=sys_argv
     )
     fv[name].parser = _ConfigFileParser(name=name, lock_config=True)
     return holder

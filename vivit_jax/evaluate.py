@@ -42,157 +42,27 @@ replaces the top-level per-class fields.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import functools
-import json
 import os
-import re
 import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
 from absl import logging
 
-from vivit_jax import checkpointing, config_lib, cpu_tuning, eval_results, losses, sharding
+from vivit_jax import config_lib, eval_results, experiment, losses, sharding
+from vivit_jax.backends import PLAIN, Backend
+from vivit_jax.checkpoints.loading import (
+    Checkpoint,
+    fit_params,
+    load_checkpoint,
+    with_checkpoint_model,
+)
+from vivit_jax.checkpoints.train_state import checkpoint_dir
 from vivit_jax.metrics import top_k_correct
 from vivit_jax.workdir import check_workdir
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints.
-
-
-@dataclasses.dataclass
-class Checkpoint:
-    """Parameters read from disk, and where from.
-
-    Attributes:
-      path: What was read.
-      format: 'orbax', 'scenic', 'huggingface', ...
-      step: The training step, when the path says it, else None.
-      params: Nested dict of numpy arrays (Scenic layout).
-      model_config: The HuggingFace directory's `config.model`, else None.
-      class_names: The HuggingFace `id2label` names, else None.
-    """
-
-    path: str
-    format: str
-    step: int | None
-    params: dict
-    model_config: ml_collections.ConfigDict | None = None
-    class_names: list[str] | None = None
-
-
-def load_checkpoint(checkpoint: str | None, workdir: str | None = None) -> Checkpoint:
-    """Reads `checkpoint` (any supported format), else the latest one in `workdir`.
-
-    Raises:
-      FileNotFoundError: neither is given or holds a checkpoint.
-      vivit_jax.checkpoints.CheckpointError: an unreadable checkpoint.
-    """
-    from vivit_jax.checkpoints import detect_format, load_huggingface_vivit, load_params
-    from vivit_jax.checkpoints.huggingface import read_config
-
-    if not checkpoint:
-        directory = checkpointing.checkpoint_dir(workdir) if workdir else None
-        steps = _orbax_steps(directory) if directory and os.path.isdir(directory) else []
-        if not steps:
-            raise FileNotFoundError(
-                f"No checkpoint to evaluate: {directory or 'no workdir'} holds none. Train "
-                "first, or pass --checkpoint=<Scenic/orbax checkpoint or HuggingFace directory>."
-            )
-        checkpoint = os.path.join(directory, str(steps[-1]))
-    fmt, path = detect_format(os.fspath(checkpoint))
-    if fmt == "huggingface":
-        model_config, _, params = load_huggingface_vivit(path)
-        id2label = read_config(path).get("id2label") or {}
-        names = [str(id2label.get(str(i), i)) for i in range(len(id2label))]
-        if all(re.fullmatch(r"LABEL_\d+", n) for n in names):
-            names = None
-        return Checkpoint(path, fmt, None, params, model_config, names or None)
-    if fmt == "orbax" and not os.path.basename(os.path.normpath(path)).isdigit():
-        steps = _orbax_steps(path) or _orbax_steps(os.path.join(path, "checkpoints"))
-        if steps:  # A workdir or manager directory: name the step actually read.
-            base = path if _orbax_steps(path) else os.path.join(path, "checkpoints")
-            path = os.path.join(base, str(steps[-1]))
-    match = re.search(r"(?:checkpoint_)?(\d+)$", os.path.basename(os.path.normpath(path)))
-    step = int(match.group(1)) if match else None
-    return Checkpoint(path, fmt, step, load_params(path, fmt))
-
-
-def _orbax_steps(directory: str) -> list[int]:
-    if not os.path.isdir(directory):
-        return []
-    names = os.listdir(directory)
-    return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(f"{directory}/{n}"))
-
-
-def with_checkpoint_model(config, ckpt: Checkpoint):
-    """`config` with a HuggingFace checkpoint's architecture as `config.model` (else unchanged).
-
-    Raises:
-      ValueError: the config asks for a variant other than Model 1 ('spacetime').
-    """
-    if ckpt.model_config is None:
-        return config
-    wanted = config.model.attention_config.type
-    if wanted != "spacetime":
-        raise ValueError(
-            f"{ckpt.path} is a HuggingFace ViViT (Model 1, 'spacetime'), but "
-            f"config.model.attention_config.type={wanted!r}; use a Model 1 config."
-        )
-    old, new = config.model.to_dict(), ckpt.model_config.to_dict()
-    for d in (old, new):  # Initialisation only: not the checkpoint's business.
-        d.get("temporal_encoding_config", {}).pop("kernel_init_method", None)
-    changed = sorted(
-        k
-        for k in new
-        if k not in ("dropout_rate", "attention_dropout_rate") and old.get(k) != new[k]
-    )
-    if changed:
-        logging.warning(
-            "The HuggingFace checkpoint's architecture replaces config.model keys %s.", changed
-        )
-    config = config_lib.ConfigDict(config)  # A copy; the caller's config is left alone.
-    with config.ignore_type():
-        config.model = ckpt.model_config
-    return config
-
-
-def fit_params(params: dict, abstract_params, num_classes: int) -> dict:
-    """`params` checked against the model's (shape-only) parameters, cast to their dtypes.
-
-    Raises:
-      vivit_jax.checkpoints.CheckpointError: naming missing / unexpected parameters or both
-        shapes of a mismatch, with the `config.model` the checkpoint's shapes imply.
-    """
-    from vivit_jax.checkpoints import CheckpointError, infer_model_config, trees
-
-    want = trees.flatten(abstract_params)
-    have = trees.flatten(params)
-    problems = [f"missing {trees.path_str(p)}" for p in sorted(set(want) - set(have))]
-    problems += [f"unexpected {trees.path_str(p)}" for p in sorted(set(have) - set(want))]
-    problems += [
-        f"{trees.path_str(p)}: checkpoint {tuple(np.shape(have[p]))} vs model {tuple(w.shape)}"
-        for p, w in sorted(want.items())
-        if p in have and tuple(np.shape(have[p])) != tuple(w.shape)
-    ]
-    if problems:
-        try:
-            implied = json.dumps(infer_model_config(params).to_dict(), default=list)
-        except Exception:  # noqa: BLE001 - only a hint.
-            implied = "(could not be inferred)"
-        more = f"; ... ({len(problems)} in all)" if len(problems) > 8 else ""
-        raise CheckpointError(
-            f"The checkpoint does not fit config.model with {num_classes} classes and this "
-            f"input size: {'; '.join(problems[:8])}{more}. The checkpoint's shapes imply "
-            f"config.model = {implied}."
-        )
-    return trees.unflatten({p: np.asarray(have[p], w.dtype) for p, w in want.items()})
-
 
 # ---------------------------------------------------------------------------------------------
 # The jitted multi-view step.
@@ -277,7 +147,7 @@ def compile_multiview_step(exp):
         functools.partial(multiview_step, model=exp.model, config=exp.config),
         in_shardings=(exp.state_shardings.params, sharding.batch_sharding(exp.mesh)),
         out_shardings=sharding.replicated(exp.mesh),
-        compiler_options=cpu_tuning.compiler_options(),
+        compiler_options=exp.backend.compiler_options,
     )
 
 
@@ -306,7 +176,7 @@ def evaluate_views(
     """Runs the multi-view protocol over the test split of `exp.dataset`.
 
     Args:
-      exp: A `train.Experiment` (its dataset's `test_iter` yields multi-view batches).
+      exp: An `experiment.Experiment` (its dataset's `test_iter` yields multi-view batches).
       params: Parameters placed with `exp.state_shardings.params`.
       checkpoint: Recorded in the results.
       step: Recorded in the results.
@@ -402,6 +272,7 @@ def evaluate(
     checkpoint: str | None = None,
     config_file: str | None = None,
     dataset_fn=None,
+    backend: Backend = PLAIN,
 ) -> dict[str, Any]:
     """Evaluates a checkpoint with the multi-view protocol; writes `<workdir>/eval/...`.
 
@@ -411,6 +282,7 @@ def evaluate(
       checkpoint: Any checkpoint path the readers accept, or a HuggingFace ViViT directory.
       config_file: Recorded in the results (e.g. the `--config` flag).
       dataset_fn: `(config, *, mesh, start_step) -> Dataset`; default `get_dataset`.
+      backend: What the platform adds (`vivit_jax.backends.for_platform`).
 
     Returns:
       The results dict (as written), with `results_file`.
@@ -419,16 +291,14 @@ def evaluate(
       FileNotFoundError: no checkpoint.
       vivit_jax.checkpoints.CheckpointError: the checkpoint does not fit the config.
     """
-    from vivit_jax import train
-
     config = config_lib.complete_config(config)
     ckpt = load_checkpoint(checkpoint, workdir)
     config = with_checkpoint_model(config, ckpt)
     check_workdir(workdir)
     mesh = sharding.create_mesh(config.sharding.model_axis_size)
     config = _round_test_batch(config, mesh)
-    dataset = (dataset_fn or train._default_dataset_fn)(config, mesh=mesh, start_step=0)
-    exp = train.build_experiment(config, mesh=mesh, dataset=dataset)
+    dataset = (dataset_fn or experiment.default_dataset_fn)(config, mesh=mesh, start_step=0)
+    exp = experiment.build_experiment(config, mesh=mesh, dataset=dataset, backend=backend)
     params = fit_params(ckpt.params, exp.abstract_state.params, exp.num_classes)
     params = jax.device_put(params, exp.state_shardings.params)
     del ckpt.params
@@ -464,7 +334,7 @@ def final_evaluation(
         logging.info("No test videos (dataset_configs.test_split); no final multi-view test.")
         return None
     where = (
-        os.path.join(checkpointing.checkpoint_dir(workdir), str(step))
+        os.path.join(checkpoint_dir(workdir), str(step))
         if exp.config.checkpoint
         else f"train state at step {step} (not saved)"
     )

@@ -11,6 +11,10 @@ r"""Command line: train or evaluate a ViViT config.
 `dataset_configs.test_split` with the latest checkpoint of the workdir or `--checkpoint`, writes
 `<workdir>/eval/<split>_results.json` (and a confusion-matrix image) and prints one line.
 
+On a CPU with the `cpu` extra installed (`pip install 'vivit_jax[cpu]'`) the CPU backend
+(`vivit_jax.backends.cpu`) is used; `VIVIT_JAX_MALLOC=mimalloc` also restarts the process once
+with mimalloc as its malloc. `--verbosity=1` shows the libraries' INFO records too.
+
 Rerunning a `train` command on the same workdir resumes from its latest checkpoint. Several hosts:
 start the same command on each, adding `--jax_distributed` (auto-detected cluster, e.g. TPU pods
 and SLURM) or `--coordinator_address=host:port --num_processes=N --process_id=i`.
@@ -141,18 +145,9 @@ def main(argv) -> None:
 
 def _run() -> None:
     _initialize_distributed()
-    import jax
+    from vivit_jax import backends
 
-    from vivit_jax import cpu_tuning
-
-    cpu_tuning.keep_freed_memory()
-    if jax.default_backend() == "cpu":
-        logging.info(
-            "malloc: %s (%s=%s to choose another).",
-            cpu_tuning.malloc_in_use(),
-            cpu_tuning.MALLOC_ENV,
-            "|".join(cpu_tuning.MALLOC_CHOICES),
-        )
+    backend = backends.for_platform()
     if _MODE.value == "train":
         if _CHECKPOINT.value:
             raise app.UsageError(
@@ -161,7 +156,7 @@ def _run() -> None:
             )
         from vivit_jax import train
 
-        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, backend=backend)
     else:
         from vivit_jax import eval_results, evaluate
 
@@ -170,12 +165,14 @@ def _run() -> None:
             _WORKDIR.value,
             checkpoint=_CHECKPOINT.value,
             config_file=config_flags.get_config_filename(flags.FLAGS["config"]),
+            backend=backend,
         )
         print(eval_results.summary_line(results, results["results_file"]))
 
 
 if __name__ == "__main__":
-    from vivit_jax import cpu_tuning
+    from vivit_jax.backends.cpu import tuning
 
-    cpu_tuning.restart_with_fast_malloc()  # first: it may restart this process (CPU runs)
+    # Only where VIVIT_JAX_MALLOC asks for it (CPU runs): restarts this process with mimalloc.
+    tuning.restart_with_fast_malloc()
     app.run(main)

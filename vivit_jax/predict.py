@@ -43,17 +43,19 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from vivit_jax import config_lib, cpu_tuning, eval_results, evaluate, losses
+from vivit_jax import backends, config_lib, eval_results, evaluate, losses
+from vivit_jax.checkpoints import loading
 from vivit_jax.data.video_io import VideoDecodeError
 
 
-def _define_flags() -> flags.FlagValues:
+def _define_flags(argv: list[str]) -> flags.FlagValues:
     """The command's own flags (not absl's global ones, which `vivit_jax.main` uses)."""
     fv = flags.FlagValues()
     config_lib.define_config_flag(
         "config",
         "Experiment config (configs/*.py[:arg]); optional for HuggingFace models.",
         flag_values=fv,
+        sys_argv=argv,
     )
     flags.DEFINE_string(
         "checkpoint",
@@ -145,7 +147,7 @@ def _dataset_class_names(config) -> list[str] | None:
     try:
         import tensorflow_datasets as tfds
 
-        import vivit_jax.data  # noqa: F401  (registers the builders)
+        import vivit_jax.data.builders  # noqa: F401  (registers the builders)
 
         builder = tfds.builder(config.dataset_name, data_dir=config.dataset_configs.data_dir)
         return list(builder.info.features["label"].names)
@@ -158,18 +160,25 @@ class Predictor:
     """A model with its parameters and test protocol, ready for video files.
 
     Args:
-      checkpoint: Any checkpoint `vivit_jax.evaluate.load_checkpoint` reads.
+      checkpoint: Any checkpoint `vivit_jax.checkpoints.loading.load_checkpoint` reads.
       config: The experiment config, or None for a HuggingFace directory.
       class_names: Overrides the names found elsewhere.
+      backend: What the platform adds (`vivit_jax.backends.for_platform`).
 
     Raises:
       ClassNamesError: `class_names` is not one name per class of the checkpoint.
     """
 
-    def __init__(self, checkpoint: str, config=None, class_names: list[str] | None = None):
+    def __init__(
+        self,
+        checkpoint: str,
+        config=None,
+        class_names: list[str] | None = None,
+        backend: backends.Backend = backends.PLAIN,
+    ):
         from vivit_jax.models import create_model, validate_input_shape
 
-        ckpt = evaluate.load_checkpoint(checkpoint)
+        ckpt = loading.load_checkpoint(checkpoint)
         if config is None:
             if ckpt.model_config is None:
                 raise ValueError(
@@ -177,7 +186,7 @@ class Predictor:
                     "model was trained with."
                 )
             config = huggingface_config(ckpt.path)
-        config = evaluate.with_checkpoint_model(config_lib.complete_config(config), ckpt)
+        config = loading.with_checkpoint_model(config_lib.complete_config(config), ckpt)
         head = ckpt.params.get("output_projection", {}).get("bias")
         if head is None:
             raise ValueError(f"{checkpoint} has no classifier (output_projection).")
@@ -185,13 +194,18 @@ class Predictor:
         ds = config.dataset_configs
         input_shape = (ds.num_frames, ds.crop_size, ds.crop_size, 3)
         validate_input_shape(config.model, input_shape)
-        self.model = create_model(config.model, self.num_classes, dtype=config.model_dtype_str)
+        self.model = create_model(
+            config.model,
+            self.num_classes,
+            dtype=config.model_dtype_str,
+            fused_attention=backend.fused_attention,
+        )
         abstract = jax.eval_shape(
             lambda: self.model.init(
                 jax.random.key(0), np.zeros((1, *input_shape), np.float32), train=False
             )
         )["params"]
-        self.params = jax.device_put(evaluate.fit_params(ckpt.params, abstract, self.num_classes))
+        self.params = jax.device_put(loading.fit_params(ckpt.params, abstract, self.num_classes))
         self.config = config
         if class_names is not None and len(class_names) != self.num_classes:
             raise ClassNamesError(
@@ -200,7 +214,7 @@ class Predictor:
         self.class_names = self._names(class_names or ckpt.class_names)
         self._step = jax.jit(
             functools.partial(evaluate.multiview_step, model=self.model, config=config),
-            compiler_options=cpu_tuning.compiler_options(),
+            compiler_options=backend.compiler_options,
         )
 
     def _names(self, names) -> list[str]:
@@ -338,10 +352,11 @@ def _summary(predicted: int, failed: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m vivit_jax.predict [flags] video|directory ...`; returns the exit status."""
-    fv = _define_flags()
+    argv = sys.argv if argv is None else argv
+    fv = _define_flags(argv)
     usage = "Usage: python -m vivit_jax.predict --checkpoint=... [--config=...] video|directory ..."
     try:
-        paths = fv(sys.argv if argv is None else argv)[1:]
+        paths = fv(argv)[1:]
     except flags.Error as e:
         print(f"{e}\n{usage}")
         return 2
@@ -361,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_summary(0, failed))
         return 1
     try:
-        predictor = Predictor(fv.checkpoint, fv.config, names)
+        predictor = Predictor(fv.checkpoint, fv.config, names, backends.for_platform())
     except ClassNamesError as e:
         return _error(f"--class_names={fv.class_names}: {_one_line(e)}")
     except Exception as e:  # noqa: BLE001 - any reason the model cannot be built is fatal.

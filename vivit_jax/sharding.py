@@ -83,3 +83,22 @@ def check_batch_size(batch_size: int, mesh: Mesh, name: str = "config.batch_size
             f"{name}={batch_size} is not divisible by the {n} devices "
             f"({jax.process_count()} process(es)); use a multiple of {n}."
         )
+
+
+def abstract_like(tree, shardings):
+    """`jax.ShapeDtypeStruct`s of `tree` (arrays or structs) placed as `shardings`."""
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+    )
+
+
+def per_device_bytes(abstract_state, shardings) -> tuple[int, int]:
+    """`(total, largest per device)` bytes of a state placed with `shardings`."""
+    total, per_device = 0, {}
+    for x, s in zip(jax.tree.leaves(abstract_state), jax.tree.leaves(shardings)):
+        itemsize = np.dtype(x.dtype).itemsize
+        total += int(np.prod(x.shape)) * itemsize
+        for device, index in s.devices_indices_map(tuple(x.shape)).items():
+            shard = [len(range(*i.indices(d))) for i, d in zip(index, x.shape)]
+            per_device[device] = per_device.get(device, 0) + int(np.prod(shard)) * itemsize
+    return total, max(per_device.values(), default=0)

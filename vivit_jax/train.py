@@ -18,28 +18,19 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from absl import logging
 
-from vivit_jax import (
-    checkpointing,
-    config_lib,
-    cpu_tuning,
-    dataset_configs,
-    eval_results,
-    optim,
-    sharding,
-    steps,
-)
+from vivit_jax import config_lib, eval_results, evaluate, experiment, sharding, steps
+from vivit_jax.backends import PLAIN, Backend
+from vivit_jax.checkpoints import train_state
+from vivit_jax.data import config as data_config
+from vivit_jax.experiment import Experiment
 from vivit_jax.metrics import summarize
-from vivit_jax.models import create_model, validate_input_shape
 from vivit_jax.workdir import WorkdirLock, check_workdir
 
 TRAIN_KEYS = ("inputs", "label", "batch_mask")
@@ -70,136 +61,6 @@ class TrainResult:
     stopped_early: bool = False
     test_results: dict | None = None
     test_history: list = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class Experiment:
-    """Everything built from the config before the loop; shared with evaluation."""
-
-    config: ml_collections.ConfigDict
-    mesh: jax.sharding.Mesh
-    dataset: Any
-    model: Any
-    tx: Any
-    schedule: Callable
-    total_steps: int
-    steps_per_epoch: int
-    num_classes: int
-    input_shape: tuple
-    abstract_state: Any
-    state_shardings: Any
-    init_rng: jax.Array
-    train_rng: jax.Array
-
-
-def _default_dataset_fn(config, *, mesh, start_step):
-    from vivit_jax.data import get_dataset  # Imports TensorFlow.
-
-    return get_dataset(config, mesh=mesh, start_step=start_step)
-
-
-def build_experiment(config, *, mesh, dataset) -> Experiment:
-    """Model, optimiser, schedule and the (abstract) train state for `dataset`."""
-    meta = dataset.meta_data
-    num_classes = int(meta["num_classes"])
-    input_shape = tuple(int(d) for d in meta["input_shape"][-4:])
-    validate_input_shape(config.model, input_shape)
-    model = create_model(config.model, num_classes, dtype=config.model_dtype_str)
-    total_steps, steps_per_epoch = config_lib.training_steps(config, meta["num_train_examples"])
-    schedule = optim.learning_rate_fn(config.lr_configs, total_steps)
-    tx = optim.create_optimizer(config, schedule)
-    init_rng, train_rng = jax.random.split(jax.random.key(config.rng_seed))
-
-    abstract_state = jax.eval_shape(
-        functools.partial(_init_state, model, tx, input_shape), init_rng
-    )
-    shardings = sharding.state_shardings(abstract_state, mesh, config.sharding.fsdp_min_size)
-    return Experiment(
-        config=config,
-        mesh=mesh,
-        dataset=dataset,
-        model=model,
-        tx=tx,
-        schedule=schedule,
-        total_steps=total_steps,
-        steps_per_epoch=steps_per_epoch,
-        num_classes=num_classes,
-        input_shape=input_shape,
-        abstract_state=abstract_state,
-        state_shardings=shardings,
-        init_rng=init_rng,
-        train_rng=train_rng,
-    )
-
-
-def _init_state(model, tx, input_shape, rng) -> steps.TrainState:
-    dummy = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
-    params = model.init({"params": rng}, dummy, train=False)["params"]
-    return steps.TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params))
-
-
-def initial_state(exp: Experiment) -> steps.TrainState:
-    """A fresh state, fine-tuned from `config.init_from.checkpoint_path` if set."""
-    init = jax.jit(
-        functools.partial(_init_state, exp.model, exp.tx, exp.input_shape),
-        out_shardings=exp.state_shardings,
-    )
-    state = init(exp.init_rng)
-    if exp.config.init_from.checkpoint_path:
-        from vivit_jax.checkpoints import init_from_pretrained
-
-        params = init_from_pretrained(
-            jax.device_get(state.params), exp.config, input_shape=exp.input_shape[:3]
-        )
-        params = jax.device_put(params, exp.state_shardings.params)
-        opt_state = jax.jit(exp.tx.init, out_shardings=exp.state_shardings.opt_state)(params)
-        state = state.replace(params=params, opt_state=opt_state)
-        logging.info("Initialised from %s.", exp.config.init_from.checkpoint_path)
-    return state
-
-
-def _log_layout(exp: Experiment) -> None:
-    """Which rows of each global batch this process feeds, and the state's bytes per device."""
-    b = exp.config.batch_size
-    rows = sorted(
-        {
-            r
-            for index in sharding.batch_sharding(exp.mesh)
-            .addressable_devices_indices_map((b,))
-            .values()
-            for r in range(*index[0].indices(b))
-        }
-    )
-    total, per_device = checkpointing.per_device_bytes(exp.abstract_state, exp.state_shardings)
-    logging.info(
-        "Process %d of %d reads rows [%d, %d) of each global batch of %d; train state %.1f MiB, "
-        "%.1f MiB per device.",
-        jax.process_index(),
-        jax.process_count(),
-        rows[0],
-        rows[-1] + 1,
-        b,
-        total / 2**20,
-        per_device / 2**20,
-    )
-
-
-def _log_model_summary(exp: Experiment, writer) -> None:
-    num_params = int(sum(np.prod(p.shape) for p in jax.tree.leaves(exp.abstract_state.params)))
-    scalars = {"num_params": num_params}
-    try:
-        from vivit_jax.tools.summary import forward_gflops
-
-        scalars["gflops"] = forward_gflops(exp.model, exp.abstract_state.params, exp.input_shape)
-    except Exception as e:  # GFLOPs are informative only; never stop a run for them.
-        logging.warning("Could not count GFLOPs: %s", e)
-    logging.info(
-        "Model: %.3f M parameters, %s GFLOPs per %s clip.",
-        num_params / 1e6,
-        f"{scalars['gflops']:.2f}" if "gflops" in scalars else "?",
-        "x".join(map(str, exp.input_shape[:3])),
-    )
-    writer.write_scalars(0, scalars)
 
 
 # With several processes, the SIGTERM flags are combined (an all-gather, which waits for the
@@ -295,31 +156,20 @@ def compile_steps(exp: Experiment):
         in_shardings=(exp.state_shardings, data, repl),
         out_shardings=(exp.state_shardings, repl),
         donate_argnums=0,
-        compiler_options=cpu_tuning.compiler_options(),
+        compiler_options=exp.backend.compiler_options,
     )
     eval_fn = jax.jit(
         functools.partial(steps.eval_step, model=exp.model, loss_config=loss_config),
         in_shardings=(exp.state_shardings, data),
         out_shardings=repl,
-        compiler_options=cpu_tuning.compiler_options(),
+        compiler_options=exp.backend.compiler_options,
     )
     return train_fn, eval_fn
 
 
-def _check_batch_sizes(config, mesh) -> None:
-    sharding.check_batch_size(
-        config.batch_size // config.grad_accum_steps,
-        mesh,
-        "config.batch_size / config.grad_accum_steps"
-        if config.grad_accum_steps > 1
-        else "config.batch_size",
-    )
-    sharding.check_batch_size(
-        config.eval_batch_size or config.batch_size, mesh, "config.eval_batch_size"
-    )
-
-
-def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
+def train_and_evaluate(
+    config, workdir: str, *, dataset_fn=None, backend: Backend = PLAIN
+) -> TrainResult:
     """Trains `config` in `workdir`, evaluating and checkpointing periodically.
 
     Rerunning on the same workdir resumes from its newest healthy checkpoint; on a workdir whose
@@ -330,6 +180,7 @@ def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
       workdir: Checkpoints, TensorBoard events; resumed from when it holds checkpoints.
       dataset_fn: `(config, *, mesh, start_step) -> Dataset`; default
         `vivit_jax.data.get_dataset`.
+      backend: What the platform adds (`vivit_jax.backends.for_platform`); plain JAX by default.
 
     Returns:
       A `TrainResult`.
@@ -340,22 +191,22 @@ def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
       FloatingPointError: when the loss becomes NaN or infinite (after the last good
         checkpoint is safely written).
       CheckpointSaveError, CheckpointAccessError, CheckpointShapeError, ConfigMismatchError,
-        CheckpointStructureError: see `vivit_jax.checkpointing`.
+        CheckpointStructureError: see `vivit_jax.checkpoints.train_state`.
     """
     config = config_lib.complete_config(config)
     check_workdir(workdir)
     mesh = sharding.create_mesh(config.sharding.model_axis_size)
-    _check_batch_sizes(config, mesh)
-    dataset_configs.check_host_memory(config, jax.process_count())
+    experiment.check_batch_sizes(config, mesh)
+    data_config.check_host_memory(config, jax.process_count())
     with WorkdirLock(workdir):
         ckpt = (
-            checkpointing.Checkpointer(workdir, config.max_checkpoints_to_keep)
+            train_state.Checkpointer(workdir, config.max_checkpoints_to_keep)
             if config.checkpoint
             else None
         )
         try:
             result = _train_and_evaluate(
-                config, workdir, mesh, ckpt, dataset_fn or _default_dataset_fn
+                config, workdir, mesh, ckpt, dataset_fn or experiment.default_dataset_fn, backend
             )
         except BaseException:
             if ckpt:  # Waits for the save in flight: every step before the error is kept.
@@ -366,25 +217,22 @@ def train_and_evaluate(config, workdir: str, *, dataset_fn=None) -> TrainResult:
         return result
 
 
-def _train_and_evaluate(config, workdir, mesh, ckpt, dataset_fn) -> TrainResult:
+def _train_and_evaluate(config, workdir, mesh, ckpt, dataset_fn, backend) -> TrainResult:
     from clu import metric_writers  # Imports TensorFlow (its summary writer).
 
     newest = ckpt.newest_meta() if ckpt else None
     start_step = newest[0] if newest else 0
     if newest:  # Before any data is read: refuse another experiment's workdir.
         ckpt.check_config(config, *newest, mismatch_ok=config.resume_mismatch_ok)
-    exp = build_experiment(
-        config, mesh=mesh, dataset=dataset_fn(config, mesh=mesh, start_step=start_step)
-    )
-    _log_layout(exp)
+    dataset = dataset_fn(config, mesh=mesh, start_step=start_step)
+    exp = experiment.build_experiment(config, mesh=mesh, dataset=dataset, backend=backend)
+    experiment.log_layout(exp)
     lead = jax.process_index() == 0
     writer = metric_writers.create_default_writer(
         workdir if (lead and config.write_summary) else None, just_logging=not lead
     )
     try:
         state, start_step = _resume_or_init(exp, ckpt, start_step, dataset_fn, writer)
-        from vivit_jax import evaluate  # The multi-view test (periodic and final).
-
         # One compilation of the multi-view step for every test of this run (jit compiles lazily).
         test_fn = (
             evaluate.compile_multiview_step(exp)
@@ -408,7 +256,7 @@ def _resume_or_init(exp, ckpt, start_step: int, dataset_fn, writer):
     """`(state, start_step)`: the newest healthy checkpoint, else a fresh (or fine-tuned) state."""
     restored = None
     if start_step:
-        abstract = checkpointing.abstract_like(exp.abstract_state, exp.state_shardings)
+        abstract = sharding.abstract_like(exp.abstract_state, exp.state_shardings)
         restored = ckpt.restore_newest(
             abstract,
             allow_new_optimizer=exp.config.resume_mismatch_ok,
@@ -435,8 +283,8 @@ def _resume_or_init(exp, ckpt, start_step: int, dataset_fn, writer):
             "No healthy checkpoint is left in %s; training starts afresh.", ckpt.directory
         )
         exp.dataset = dataset_fn(exp.config, mesh=exp.mesh, start_step=0)
-    state = initial_state(exp)
-    _log_model_summary(exp, writer)
+    state = experiment.initial_state(exp)
+    experiment.log_model_summary(exp, writer)
     return state, 0
 
 
@@ -476,8 +324,6 @@ def _finished(exp, state, step: int, workdir, writer, test_fn, stop_signal) -> T
 
 def _final_test(exp, result: TrainResult, workdir, writer, test_fn, stop_signal) -> None:
     """The final multi-view test; a SIGTERM during it stops it (a rerun runs it again)."""
-    from vivit_jax import evaluate
-
     if test_fn is not None:
         logging.info(
             "Final evaluation of step %d: the multi-view test of dataset_configs.test_split=%r.",
@@ -601,8 +447,6 @@ class _Periodic:
         self.result.eval_history.append((step, summary))
 
     def test(self, step, state):
-        from vivit_jax import evaluate
-
         try:
             with self.report.timed("test"):
                 results = evaluate.evaluate_views(

@@ -8,7 +8,8 @@ import ckpt_testlib as lib
 import numpy as np
 import pytest
 
-from vivit_jax import checkpoints, evaluate
+from vivit_jax import checkpoints
+from vivit_jax.checkpoints import loading
 from vivit_jax.checkpoints import CheckpointError, convert
 
 
@@ -74,7 +75,7 @@ def test_sub_tree_syntax_everywhere(siglip, capsys, monkeypatch):
     root, _ = siglip
     monkeypatch.chdir(root)
     assert checkpoints.detect_format("two.npz:img") == ("vit", "two.npz:img")
-    ckpt = evaluate.load_checkpoint("two.npz:img")
+    ckpt = loading.load_checkpoint("two.npz:img")
     lib.assert_trees_equal(ckpt.params, checkpoints.load_params("alone.npz"))
     assert convert.main(["--input=two.npz:img"]) == 0
     out = capsys.readouterr().out

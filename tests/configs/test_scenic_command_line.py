@@ -136,9 +136,10 @@ def config_file(tmp_path):
 
 
 def _parse(*args) -> ml_collections.ConfigDict:
+    argv = ["prog", *args]
     fv = flags.FlagValues()
-    config_lib.define_config_flag(flag_values=fv)
-    fv(["prog", *args])
+    config_lib.define_config_flag(flag_values=fv, sys_argv=argv)
+    fv(argv)
     return fv.config
 
 

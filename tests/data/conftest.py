@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-import vivit_jax.data  # noqa: F401  (registers the builders; TF off the GPU)
+import vivit_jax.data.sources  # noqa: F401  (registers the builders; TF off the GPU)
 from vivit_jax.data import build as build_lib
 from vivit_jax.data.video_io import write_video
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vivit_jax import dataset_configs as config_lib
+from vivit_jax.data import config as data_config
 from vivit_jax.data import ops, pipeline, randaugment
 
 
@@ -66,7 +66,7 @@ def test_resize_smallest_keeps_aspect():
 
 
 def _augment_config(**aug):
-    cfg = config_lib.resolve(
+    cfg = data_config.resolve(
         {"num_frames": 4, "min_resize": 24, "crop_size": 16, "augmentation_params": aug}
     )
     return cfg
@@ -133,17 +133,17 @@ def test_config_errors_name_the_key():
         ValueError,
         match=r"'dataset_configs\.num_frame'. Did you mean 'dataset_configs\.num_frames'",
     ):
-        config_lib.resolve({"num_frame": 8})
+        data_config.resolve({"num_frame": 8})
     with pytest.raises(ValueError, match="augmentation_params.do_rand_augmnt"):
-        config_lib.resolve({"augmentation_params": {"do_rand_augmnt": True}})
+        data_config.resolve({"augmentation_params": {"do_rand_augmnt": True}})
     with pytest.raises(ValueError, match="dataset_configs.min_resize"):
-        config_lib.resolve({"min_resize": 100, "crop_size": 224})
+        data_config.resolve({"min_resize": 100, "crop_size": 224})
     with pytest.raises(ValueError, match="prob_color_drop"):
-        config_lib.resolve({"augmentation_params": {"prob_color_drop": 2.0}})
+        data_config.resolve({"augmentation_params": {"prob_color_drop": 2.0}})
 
 
 def test_defaults_cover_scenic_keys():
-    keys = set(config_lib.default_dataset_configs())
+    keys = set(data_config.default_dataset_configs())
     scenic = {
         "num_frames",
         "stride",
@@ -164,4 +164,4 @@ def test_defaults_cover_scenic_keys():
         "num_classes",
     }
     assert scenic <= keys
-    assert isinstance(config_lib.default_dataset_configs(), ml_collections.ConfigDict)
+    assert isinstance(data_config.default_dataset_configs(), ml_collections.ConfigDict)

@@ -1,6 +1,7 @@
 """get_dataset on moving_shapes/tiny (40 train / 20 validation / 12 test videos, 8×16×16)."""
 
 import itertools
+import os
 import threading
 import time
 
@@ -10,7 +11,6 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vivit_jax import cpu_tuning
 from vivit_jax.data import get_dataset, pipeline
 from vivit_jax.data.sources import DatasetNotFoundError
 
@@ -229,7 +229,7 @@ def test_pipelines_decode_in_parallel_without_tf_data_autotuning(
     line in half the runs): TF 2.21 wakes it for cancellation before marking the iterator
     cancelled, so it can go back to sleep. Every split's pipeline runs without it, and its
     parallel map (num_parallel_calls=-1) still fetches several examples at once."""
-    if cpu_tuning.schedulable_cores() < 2:
+    if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs 2 schedulable cores")
     datasets, lock, state = [], threading.Lock(), {"now": 0, "max": 0}
     make_dataset, fetch = pipeline._Split.tf_dataset, pipeline._Fetcher._fetch
@@ -258,4 +258,4 @@ def test_pipelines_decode_in_parallel_without_tf_data_autotuning(
     for dataset in datasets:
         assert dataset.options().autotune.enabled is False
         if hasattr(type(dataset.options().autotune), "initial_parallelism"):
-            assert dataset.options().autotune.initial_parallelism == cpu_tuning.schedulable_cores()
+            assert dataset.options().autotune.initial_parallelism == len(os.sched_getaffinity(0))

@@ -11,6 +11,7 @@ from vivit_jax.models.factorised import (
     FactorizedSelfAttentionBlock,
     factorized_dot_product_attention,
 )
+from vivit_jax.models.attention import Attention
 from vivit_jax.models.layers import EncoderBlock
 
 B, T, S, D = 2, 4, 6, 16  # grid of 4 frames x 6 spatial positions
@@ -55,15 +56,7 @@ def test_model4_heads_attend_over_their_axis(half):
     )
 
     def heads(kv):
-        out = factorized_dot_product_attention(
-            q,
-            kv,
-            kv,
-            implementation="einsum",
-            dropout_rate=0.0,
-            dropout_rng=None,
-            deterministic=True,
-        )
+        out = factorized_dot_product_attention(Attention())(q, kv, kv)
         return out[..., :2, :] if half == "time" else out[..., 2:, :]
 
     f = lambda kv: heads(kv).reshape(B, T, S, -1)  # noqa: E731
@@ -72,7 +65,7 @@ def test_model4_heads_attend_over_their_axis(half):
 
 def test_model4_block_mixes_within_frame_and_position_only():
     """One Model 4 block reaches the perturbed token's frame and its spatial position, nothing else."""
-    block = EncoderBlock(mlp_dim=32, num_heads=2, attention_fn=factorized_dot_product_attention)
+    block = EncoderBlock(mlp_dim=32, num_heads=2, attention_core=factorized_dot_product_attention)
     x = jax.random.normal(jax.random.key(0), (B, T, S, D))
     params = randomize(block.init(jax.random.key(1), x, True)["params"], jax.random.key(2))
     changed = _changed(lambda v: block.apply({"params": params}, v, True), x)

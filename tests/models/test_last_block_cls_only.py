@@ -11,6 +11,7 @@ import pytest
 from tests.models.helpers import TINY_INPUT, randomize, tiny_config
 from vivit_jax.models import create_model
 from vivit_jax.models.factorised import factorized_dot_product_attention
+from vivit_jax.models.attention import Attention
 from vivit_jax.models.layers import EncoderBlock
 
 
@@ -19,7 +20,8 @@ from vivit_jax.models.layers import EncoderBlock
 def test_block_output_tokens_are_the_first_rows_of_the_full_block(implementation, n):
     # [B, T, L, D]: Model 2's spatial encoder has frames as a second batch axis.
     x = jax.random.normal(jax.random.key(0), (2, 3, 9, 16))
-    kw = dict(mlp_dim=32, num_heads=2, attention_implementation=implementation)
+    attention = Attention("einsum" if implementation == "einsum" else "xla")
+    kw = dict(mlp_dim=32, num_heads=2, attention=attention)
     full = EncoderBlock(**kw)
     params = randomize(full.init(jax.random.key(1), x, True)["params"], jax.random.key(2))
     few = EncoderBlock(**kw, output_tokens=n)
@@ -41,7 +43,7 @@ def test_block_output_tokens_are_the_first_rows_of_the_full_block(implementation
 def test_block_output_tokens_need_the_standard_attention_core():
     x = jnp.zeros((2, 4, 6, 16))
     block = EncoderBlock(
-        mlp_dim=32, num_heads=2, attention_fn=factorized_dot_product_attention, output_tokens=1
+        mlp_dim=32, num_heads=2, attention_core=factorized_dot_product_attention, output_tokens=1
     )
     with pytest.raises(ValueError, match="output_tokens"):
         block.init(jax.random.key(0), x, True)

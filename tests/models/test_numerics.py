@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tests.models.helpers import TINY_INPUT, randomize, tiny_config
-from vivit_jax.models import cpu_attention, create_model, layers
+from vivit_jax.models import Attention, create_model
+from vivit_jax.models import attention as attention_lib
 
 KINDS = [
     "spacetime",
@@ -58,18 +59,14 @@ def test_remat_gives_identical_gradients(kind):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("path", ["kernel", "no kernel, many blocks"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_fused_attention_matches_einsum(kind, path, monkeypatch):
-    # On the CPU `fused` is the compiled kernel (`cpu_attention`) or, without it,
-    # `head_blocked_attention` where one head's [L, L] scores do not fit one block (the tiny
-    # model's fit unless the block is made smaller; then heads are also zero-padded).
-    if path == "no kernel, many blocks":
-        monkeypatch.setenv(cpu_attention.OPT_OUT_ENV, "0")
-        monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 1)
+def test_fused_attention_matches_einsum(kind):
+    # Off a GPU, without a backend's fused core, `fused` is `jax.nn.dot_product_attention`'s
+    # XLA path (the CPU backend's kernel: tests/backends/cpu).
     cfg, model, video, params = _setup(kind)
     fused_cfg = tiny_config(kind, "gap", attention_implementation="fused", remat=True)
-    fused = create_model(fused_cfg, num_classes=5)
+    fused = create_model(fused_cfg, num_classes=5, platform="cpu")
+    assert fused.attention == Attention("xla")
     _assert_same_logits_and_gradients(fused, model, params, video)
 
 
@@ -86,88 +83,31 @@ def _assert_same_logits_and_gradients(model, reference, params, video):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
-@pytest.mark.parametrize("shape", [(1, 33, 5, 8), (3, 1, 17, 3, 16)])
-def test_head_blocked_attention_equals_einsum_attention(shape, dtype, tol, monkeypatch):
-    # Blocks of 2 heads' scores (the head count, 5 or 3, is odd: one zero-padded head), values
-    # and all three gradients against the einsum path, any leading batch axes. (float32 runs
-    # the compiled kernel unless it is turned off: tests/models/test_cpu_attention.py.)
-    monkeypatch.setenv(cpu_attention.OPT_OUT_ENV, "0")
-    batch, length, heads = np.prod(shape[:-3]), shape[-3], shape[-2]
-    monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 2 * batch * length**2)
-    q, k, v, w = (jax.random.normal(jax.random.key(i), shape, dtype) for i in range(4))
-
-    def loss(fn):
-        return lambda *a: jnp.sum(fn(*a).astype(jnp.float32) * w)
-
-    blocked = layers.fused_attention
-    assert heads % 2 and layers._head_group(batch, heads, length) == 2
-    out, ref = blocked(q, k, v), layers.einsum_attention(q, k, v)
-    assert out.dtype == dtype and out.shape == shape
-    np.testing.assert_allclose(out.astype(jnp.float32), ref.astype(jnp.float32), atol=tol)
-    grads = [
-        jax.grad(loss(fn), argnums=(0, 1, 2))(q, k, v) for fn in (blocked, layers.einsum_attention)
-    ]
-    for a, b in zip(*grads):
-        assert a.dtype == dtype
-        scale = float(jnp.abs(b.astype(jnp.float32)).max())
-        np.testing.assert_allclose(a.astype(jnp.float32), b.astype(jnp.float32), atol=tol * scale)
+def test_fused_asks_for_cudnn_only_on_a_gpu_in_16_bit():
+    resolve = Attention.resolve
+    assert resolve("fused", jnp.bfloat16, "cpu") == Attention("xla")
+    assert resolve("fused", jnp.bfloat16, "gpu") == Attention("cudnn")
+    assert resolve("fused", jnp.float16, "gpu") == Attention("cudnn")
+    assert resolve("fused", jnp.float32, "gpu") == Attention("xla")  # cuDNN has no float32
+    assert resolve("einsum", jnp.bfloat16, "gpu") == Attention("einsum")
+    assert resolve("fused", jnp.bfloat16, "gpu").pad_to_even
+    assert not resolve("fused", jnp.float32, "gpu").pad_to_even
+    with pytest.raises(ValueError, match="model.attention_implementation='flash'"):
+        resolve("flash", jnp.float32, "gpu")
 
 
-def test_head_blocked_attention_keeps_a_sharded_batch_on_its_devices(monkeypatch):
-    # Data parallel (batch sharded as train.py shards it): each device attends over its own
-    # clips only. Folding the batch into the looped axis once made XLA all-gather q, k and v
-    # and run every device's attention on every device (2x slower on 2 host devices).
-    monkeypatch.setenv(cpu_attention.OPT_OUT_ENV, "0")  # the kernel's own test: test_cpu_attention
-    monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 2 * 4 * 16**2)
-    mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
-    sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    q, k, v = (
-        jax.device_put(jax.random.normal(jax.random.key(i), (4, 16, 6, 8)), sharded)
-        for i in range(3)
-    )
+def test_the_model_decides_its_attention_when_built(monkeypatch):
+    # The platform is read once, by create_model; applying the model never asks for it.
+    cfg = tiny_config("spacetime", "token", attention_implementation="fused")
+    model = create_model(cfg, num_classes=5, dtype="bfloat16", platform="gpu")
+    assert model.attention == Attention("cudnn")
 
-    def value_and_grads(fn):
-        return jax.value_and_grad(lambda *a: jnp.sum(fn(*a) ** 2), argnums=(0, 1, 2))
+    def no_asking():
+        raise AssertionError("jax.default_backend() asked while tracing")
 
-    grad = jax.jit(value_and_grads(layers.fused_attention))
-    hlo = grad.lower(q, k, v).compile().as_text()
-    assert " while(" in hlo  # the blocked path, not einsum
-    collectives = ("all-gather(", "all-to-all(", "collective-permute(", "all-reduce(")
-    assert [c for c in collectives if c in hlo] == ["all-reduce("]  # the loss's sum only
-    value, grads = grad(q, k, v)
-    want, want_grads = value_and_grads(layers.einsum_attention)(q, k, v)
-    np.testing.assert_allclose(value, want, rtol=1e-5)
-    for a, b in zip(grads, want_grads):
-        assert a.sharding.is_equivalent_to(sharded, a.ndim)
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("kernel", ["1", "0"])
-def test_fused_on_a_cpu_keeps_no_attention_matrix_for_its_backward_pass(kernel, monkeypatch):
-    # What the backward pass keeps (the VJP's residuals): einsum's include the [N, H, L, L]
-    # probabilities; the kernel and the XLA blocked path keep q, k, v, the output and one
-    # log-sum-exp per row.
-    monkeypatch.setenv(cpu_attention.OPT_OUT_ENV, kernel)
-    monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 2 * 64 * 64)
-    q, k, v = (jax.random.normal(jax.random.key(i), (2, 64, 4, 8)) for i in range(3))
-    attention_matrix = 2 * 4 * 64 * 64
-
-    def largest_residual(fn):
-        _, vjp = jax.vjp(fn, q, k, v)
-        return max(x.size for x in jax.tree.leaves(vjp))
-
-    assert largest_residual(layers.einsum_attention) >= attention_matrix
-    assert largest_residual(layers.fused_attention) <= q.size
-
-
-def test_fused_asks_for_cudnn_only_on_a_gpu_in_16_bit(monkeypatch):
-    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-    assert layers.fused_backend(jnp.bfloat16) == "xla"
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert layers.fused_backend(jnp.bfloat16) == "cudnn"
-    assert layers.fused_backend(jnp.float16) == "cudnn"
-    assert layers.fused_backend(jnp.float32) == "xla"  # cuDNN's kernel has no float32
+    monkeypatch.setattr(jax, "default_backend", no_asking)
+    video = jnp.zeros(TINY_INPUT)
+    jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), video)
 
 
 ON_GPU = pytest.mark.skipif(
@@ -195,7 +135,7 @@ def test_odd_lengths_padded_for_cudnn_keep_attention_and_its_gradients(implement
     f32 = lambda *a: jax.nn.dot_product_attention(  # noqa: E731
         *(t.astype(jnp.float32) for t in a), implementation="xla"
     )
-    padded = lambda *a: layers.even_length_attention(*a, implementation=implementation)  # noqa: E731
+    padded = lambda *a: attention_lib.even_length_attention(*a, implementation=implementation)  # noqa: E731
     loss = lambda fn: lambda *a: jnp.sum(jnp.sin(fn(*a).astype(jnp.float32)))  # noqa: E731
     grads = lambda fn: jax.grad(loss(fn), argnums=(0, 1, 2))(q, k, v)  # noqa: E731
     # Full float32 matmuls for the reference: a GPU's default float32 precision is TF32.
@@ -222,11 +162,10 @@ def test_fused_falls_back_to_xla_when_cudnn_is_unavailable(classifier, monkeypat
     video = jax.random.normal(jax.random.key(0), TINY_INPUT)
     params = create_model(cfg, num_classes=5).init(jax.random.key(1), video, train=False)
     params = randomize(params["params"], jax.random.key(2), scale=0.05)
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    monkeypatch.setattr(layers, "_warned_fallback", set())
+    monkeypatch.setattr(attention_lib, "_warned_fallback", set())
     bf16 = dict(num_classes=5, dtype="bfloat16")
     fused_cfg = tiny_config("spacetime", classifier, attention_implementation="fused")
-    fused = create_model(fused_cfg, **bf16)
+    fused = create_model(fused_cfg, **bf16, platform="gpu")
     with caplog.at_level("WARNING"):
         out = _forward(fused, params, video)
     assert sum("cuDNN flash attention is unavailable" in r.message for r in caplog.records) == 1
@@ -327,13 +266,12 @@ def test_encoder_pads_odd_lengths_once_for_cudnn(kind, last_block_cls_only, monk
 
     real = jax.nn.dot_product_attention
     monkeypatch.setattr(jax.nn, "dot_product_attention", emulated)
-    monkeypatch.setattr(layers, "fused_backend", lambda dtype: "cudnn")
     over = dict(last_block_cls_only=last_block_cls_only)
     einsum = create_model(tiny_config(kind, "token", **over), num_classes=5)
     fused = create_model(
         tiny_config(kind, "token", attention_implementation="fused", remat=True, **over),
         num_classes=5,
-    )
+    ).clone(attention=Attention("cudnn"))  # cuDNN's attention in float32: emulated below
     video = jax.random.normal(jax.random.key(0), TINY_INPUT)
     params = einsum.init(jax.random.key(1), video, train=False)["params"]
     params = randomize(params, jax.random.key(2), scale=0.05)

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from vivit_jax.cpu_tuning import KEEP_FREED_MEMORY_ENV
+from vivit_jax.backends.cpu.tuning import KEEP_FREED_MEMORY_ENV
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT = 240  # Seconds for any one launch (a run takes ~15-60 s on 2 shared CPU cores).
@@ -35,7 +35,7 @@ class Launch:
     """One `vivit_jax.main` process; its combined output is collected line by line."""
 
     def __init__(self, args, *, devices: int, cache_dir: str, log_path: str):
-        # As users run it: with `cpu_tuning.keep_freed_memory` (the suite's own process opts out).
+        # As users run it: with `tuning.keep_freed_memory` (the suite's own process opts out).
         env = {k: v for k, v in os.environ.items() if k != KEEP_FREED_MEMORY_ENV}
         env.update(
             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",

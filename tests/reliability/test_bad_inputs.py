@@ -17,7 +17,8 @@ from ml_collections import config_flags
 
 from tests.reliability.conftest import REPO
 from tests.training.conftest import make_dataset, tiny_config
-from vivit_jax import checkpointing, config_lib, train
+from vivit_jax import config_lib, train
+from vivit_jax.checkpoints import train_state
 
 
 def _run(config, workdir):
@@ -44,7 +45,7 @@ def _copy(workdir, tmp_path):
 def test_workdir_of_another_experiment_is_refused(three_steps, tmp_path):
     workdir = _copy(three_steps, tmp_path)
     other = tiny_config(num_training_steps=6, **{"lr_configs.base_learning_rate": 1e-3})
-    with pytest.raises(checkpointing.ConfigMismatchError) as e:
+    with pytest.raises(train_state.ConfigMismatchError) as e:
         _run(other, workdir)
     message = str(e.value)
     for text in (
@@ -76,7 +77,7 @@ def test_workdir_of_another_experiment_is_refused(three_steps, tmp_path):
 def test_checkpoint_of_another_variant_or_size(three_steps, tmp_path, overrides, expected):
     workdir = _copy(three_steps, tmp_path)
     config = tiny_config(num_training_steps=6, **overrides)
-    with pytest.raises(checkpointing.ConfigMismatchError, match="model."):
+    with pytest.raises(train_state.ConfigMismatchError, match="model."):
         _run(config, workdir)
     config.resume_mismatch_ok = True  # Even when told to resume, shapes must fit.
     with pytest.raises(ValueError, match=expected):
@@ -133,7 +134,7 @@ def test_corrupt_video_at_train_time_names_the_record(corrupt_tfds, tmp_path):
     with pytest.raises(CorruptVideoError, match=rf"{path}, record 17 .*not a complete JPEG"):
         train.train_and_evaluate(config, str(tmp_path))
     # Nothing lost: every step before the bad batch is checkpointed and readable.
-    ckpt = checkpointing.Checkpointer(str(tmp_path))
+    ckpt = train_state.Checkpointer(str(tmp_path))
     step = ckpt.latest_step()
     assert step is not None and ckpt.read_meta(step)["data_position"] == step
     ckpt.close()

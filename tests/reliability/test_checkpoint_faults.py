@@ -20,7 +20,8 @@ import pytest
 
 from tests.reliability.conftest import REPO, max_abs_diff
 from tests.training.conftest import make_dataset, tiny_config
-from vivit_jax import checkpointing, train
+from vivit_jax import train
+from vivit_jax.checkpoints import train_state
 
 
 def _run(config, workdir, **kw):
@@ -101,7 +102,7 @@ def test_flipped_bytes_are_found_by_the_checksums(finished, tmp_path, caplog):
 
 
 def test_checksums_change_with_any_flipped_bit():
-    from vivit_jax import checksums
+    from vivit_jax.checkpoints import checksums
 
     x = np.linspace(-1, 1, 1000, dtype=np.float32)
     base = checksums.tree_checksums({"x": x})
@@ -119,7 +120,7 @@ def test_checksums_change_with_any_flipped_bit():
 
 def test_another_optimizer_is_refused_without_mismatch_ok(finished, tmp_path):
     workdir = _copy(finished[0], tmp_path)
-    with pytest.raises(checkpointing.ConfigMismatchError, match="optimizer"):
+    with pytest.raises(train_state.ConfigMismatchError, match="optimizer"):
         _run(_config(optimizer="momentum"), workdir)
     assert _listing(workdir) == ["3", "6"]
 
@@ -137,7 +138,7 @@ def test_another_optimizer_with_mismatch_ok_keeps_the_parameters(finished, tmp_p
     # gradient) is small, far smaller than the distance to a fresh initialisation.
     moved = max_abs_diff(result.state.params, finished[1].state.params)
     assert 0 < moved < 0.05
-    ckpt = checkpointing.Checkpointer(str(workdir))
+    ckpt = train_state.Checkpointer(str(workdir))
     assert ckpt.read_meta(7)["config"]["optimizer"] == '"momentum"'
     ckpt.close()
 
@@ -152,7 +153,7 @@ def test_failed_save_is_reported_under_its_own_step(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", full_disk)
     with pytest.raises(
-        checkpointing.CheckpointSaveError,
+        train_state.CheckpointSaveError,
         match=r"Saving checkpoint 3 .*No space left on device.*No earlier checkpoint exists",
     ):
         _run(_config(num_training_steps=9), tmp_path)

@@ -16,7 +16,8 @@ import pytest
 
 from tests.reliability.conftest import final_params, max_abs_diff, read_losses
 from tests.training.conftest import make_dataset, tiny_config
-from vivit_jax import checkpointing, train
+from vivit_jax import train
+from vivit_jax.checkpoints import train_state
 
 
 def test_sigkill_at_a_random_step_then_restart_equals_uninterrupted(
@@ -106,7 +107,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(straight, tmp_path
     monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", full_disk)
     config = _config(checkpoint_steps=3)
     with pytest.raises(
-        checkpointing.CheckpointSaveError,
+        train_state.CheckpointSaveError,
         match=r"(?s)Saving checkpoint 6 .*No space left on device.*previous checkpoint "
         r"\(step 3\) is intact",
     ):

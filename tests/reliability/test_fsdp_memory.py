@@ -12,7 +12,7 @@ import jax
 import pytest
 
 from tests.training.conftest import tiny_config
-from vivit_jax import checkpointing, config_lib, sharding, train
+from vivit_jax import config_lib, experiment, sharding
 
 
 @dataclasses.dataclass
@@ -36,13 +36,13 @@ def _experiment(num_layers, model_axis_size, devices=8):
     config = config_lib.complete_config(config)
     mesh = sharding.create_mesh(model_axis_size, devices=jax.devices()[:devices])
     meta = {"num_classes": 400, "input_shape": (32, 224, 224, 3), "num_train_examples": 1000}
-    return train.build_experiment(config, mesh=mesh, dataset=_Meta(meta))
+    return experiment.build_experiment(config, mesh=mesh, dataset=_Meta(meta))
 
 
 @pytest.mark.parametrize("model_axis_size", [8, 4])
 def test_vivit_large_state_is_split_over_the_model_axis(model_axis_size):
     exp = _experiment(num_layers=24, model_axis_size=model_axis_size)
-    total, per_device = checkpointing.per_device_bytes(exp.abstract_state, exp.state_shardings)
+    total, per_device = sharding.per_device_bytes(exp.abstract_state, exp.state_shardings)
     params = sum(x.size for x in jax.tree.leaves(exp.abstract_state.params))
     print(
         f"ViViT-L/16x2, {params / 1e6:.1f} M params, AdamW: state {total / 2**30:.2f} GiB, "
@@ -51,14 +51,15 @@ def test_vivit_large_state_is_split_over_the_model_axis(model_axis_size):
     assert 300e6 < params < 320e6
     assert total / model_axis_size <= per_device < 1.01 * total / model_axis_size
     replicated = _experiment(num_layers=24, model_axis_size=1)
-    assert checkpointing.per_device_bytes(
-        replicated.abstract_state, replicated.state_shardings
-    ) == (total, total)
+    assert sharding.per_device_bytes(replicated.abstract_state, replicated.state_shardings) == (
+        total,
+        total,
+    )
 
 
 def test_placed_arrays_use_a_eighth_per_device():
     exp = _experiment(num_layers=1, model_axis_size=8)
-    state = train.initial_state(exp)
+    state = experiment.initial_state(exp)
     per_device = {}
     for leaf in jax.tree.leaves(state):
         for shard in leaf.addressable_shards:
@@ -69,7 +70,7 @@ def test_placed_arrays_use_a_eighth_per_device():
     )
     assert len(per_device) == 8
     assert max(per_device.values()) < 1.02 * total / 8
-    assert checkpointing.per_device_bytes(exp.abstract_state, exp.state_shardings) == (
+    assert sharding.per_device_bytes(exp.abstract_state, exp.state_shardings) == (
         total,
         max(per_device.values()),
     )

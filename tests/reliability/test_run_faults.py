@@ -124,11 +124,12 @@ def test_absurd_num_frames_is_refused_before_anything_is_built(tiny_tfds, tmp_pa
 
 def test_a_huge_batch_is_refused_naming_the_key(tmp_path):
     from tests.training.conftest import tiny_config
-    from vivit_jax import config_lib, dataset_configs
+    from vivit_jax import config_lib
+    from vivit_jax.data import config as data_config
 
     config = config_lib.complete_config(tiny_config(batch_size=10**9))
     with pytest.raises(ValueError, match=r"config.batch_size=1000000000 .*Lower"):
-        dataset_configs.check_host_memory(config)
+        data_config.check_host_memory(config)
 
 
 def test_an_input_pipeline_error_ends_the_process(launch, tmp_path, corrupt_tfds):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from vivit_jax import cpu_tuning
+from vivit_jax.backends.cpu import tuning as cpu_tuning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

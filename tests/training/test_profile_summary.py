@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 import profile_summary  # noqa: E402
 
-from vivit_jax import cpu_tuning  # noqa: E402
+from vivit_jax.backends.cpu import tuning as cpu_tuning  # noqa: E402
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.training.conftest import make_dataset, tiny_config
-from vivit_jax import config_lib, sharding, train
+from vivit_jax import config_lib, experiment, sharding, train
 
 VARIANTS = {
     "spacetime": {},
@@ -20,9 +20,9 @@ def _setup(config, devices, model_axis_size=1):
     config = config_lib.complete_config(config)
     mesh = sharding.create_mesh(model_axis_size, devices=devices)
     dataset = make_dataset(config, mesh=mesh)
-    exp = train.build_experiment(config, mesh=mesh, dataset=dataset)
+    exp = experiment.build_experiment(config, mesh=mesh, dataset=dataset)
     train_fn, eval_fn = train.compile_steps(exp)
-    return exp, train.initial_state(exp), train_fn, eval_fn
+    return exp, experiment.initial_state(exp), train_fn, eval_fn
 
 
 def _losses(exp, state, train_fn, batches):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.training.conftest import make_dataset, tiny_config
-from vivit_jax import checkpointing, train
+from vivit_jax import train
+from vivit_jax.checkpoints import train_state
 
 
 def _run(config, workdir, **dataset_kwargs):
@@ -83,7 +84,7 @@ def _stop_at(step):
 def test_nan_loss_stops_after_last_good_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match="at step 5.*checkpoint \\(step 3\\)"):
         _run(_config(log_summary_steps=2), tmp_path, nan_at_step=5)
-    ckpt = checkpointing.Checkpointer(str(tmp_path))
+    ckpt = train_state.Checkpointer(str(tmp_path))
     assert ckpt.latest_step() == 3
     ckpt.close()
 

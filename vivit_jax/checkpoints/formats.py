@@ -38,7 +38,7 @@ from vivit_jax.checkpoints import trees
 from vivit_jax.checkpoints.orbax_io import (
     ORBAX_MARKERS,
     orbax_steps,
-    read_orbax,
+    read_orbax_state,
     save_params_orbax,
 )
 from vivit_jax.checkpoints.trees import CheckpointError, Tree
@@ -340,6 +340,13 @@ def read_scenic(path: str, key: str | None = None) -> Tree:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path!r} does not hold a dict of parameters.")
     return find_params(state, path, key)
+
+
+def read_orbax(path: str, key: str | None = None) -> Tree:
+    """The `params` of an orbax checkpoint (see `orbax_io.read_orbax_state`); `key`: see
+    `read_npz`."""
+    restored, item_dir = read_orbax_state(path)
+    return find_params(restored, item_dir, key)
 
 
 def find_params(state: Mapping[str, Any], where: str, key: str | None = None) -> Tree:

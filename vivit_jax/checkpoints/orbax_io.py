@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from vivit_jax.checkpoints import trees
-from vivit_jax.checkpoints.trees import CheckpointError, Tree
+from vivit_jax.checkpoints.trees import CheckpointError
 
 ORBAX_ITEM = "state"
 ORBAX_MARKERS = ("_METADATA", "manifest.ocdbt", "_CHECKPOINT_METADATA", "_sharding")
@@ -32,12 +32,13 @@ def orbax_steps(directory: str) -> list[int]:
     return sorted(steps)
 
 
-def read_orbax(path: str, key: str | None = None) -> Tree:
-    """Reads only the `params` of an orbax checkpoint, without its optimizer-state structure.
+def read_orbax_state(path: str) -> tuple[dict, str]:
+    """Restores only the parameter trees of an orbax checkpoint, without its optimizer-state
+    structure: `(restored tree, item directory)`; `formats.read_orbax` finds the params in it.
 
     `path` may be a CheckpointManager directory (`<workdir>/checkpoints`, latest step is read),
     a workdir holding `checkpoints/`, one step directory (`.../checkpoints/<step>`), or the item
-    directory itself (`.../<step>/state`); relative or absolute. `key`: see `read_npz`.
+    directory itself (`.../<step>/state`); relative or absolute.
     """
     import orbax.checkpoint as ocp
 
@@ -77,9 +78,7 @@ def read_orbax(path: str, key: str | None = None) -> Tree:
             f"Cannot restore params from orbax checkpoint {item_dir!r}: incomplete or corrupt "
             f"({e!r})."
         ) from e
-    from vivit_jax.checkpoints.formats import find_params  # formats imports this module.
-
-    return find_params(restored, item_dir, key)
+    return restored, item_dir
 
 
 def _orbax_item_dir(path: str) -> str:

@@ -1,22 +1,21 @@
-"""Video data: TFDS builders, DMVR records and the tf.data input pipeline.
+"""Video data: TFDS builders, DMVR records, the input pipeline and the `dataset_configs` keys.
 
-This is the only package of vivit_jax that imports TensorFlow. TensorFlow is kept off every GPU
-on import so that it never competes with JAX for accelerator memory.
-
-Importing this package registers the TFDS builders `kinetics400`, `kinetics600`, `kinetics700`,
-`something_something_v2` and `moving_shapes`. Build any of them with
+Importing this package imports nothing heavy: `vivit_jax.data.config` (the `dataset_configs`
+keys) is TensorFlow-free, and `get_dataset` / `Dataset` load the pipeline on first use. The TFDS
+builders `kinetics400`, `kinetics600`, `kinetics700`, `something_something_v2` and
+`moving_shapes` are registered by `vivit_jax.data.builders`; build any of them with
 `python -m vivit_jax.data.build --dataset=<name> ...`.
 """
 
-import tensorflow as tf
+_LAZY = {"Dataset": "vivit_jax.data.pipeline", "get_dataset": "vivit_jax.data.pipeline"}
 
-try:
-    tf.config.set_visible_devices([], "GPU")
-except (RuntimeError, ValueError):  # Already initialised, or no GPU support compiled in.
-    pass
 
-from vivit_jax.data import builders  # noqa: E402,F401  (registers the TFDS builders)
-from vivit_jax.data.pipeline import Dataset, get_dataset  # noqa: E402
-from vivit_jax.dataset_configs import default_dataset_configs  # noqa: E402
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
 
-__all__ = ["Dataset", "default_dataset_configs", "get_dataset"]
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vivit_jax.data' has no attribute {name!r}")
+
+
+__all__ = ["Dataset", "get_dataset"]

@@ -59,7 +59,7 @@ def build(
     """Builds `dataset`; returns the builder (with `build_reports` for the video datasets)."""
     import tensorflow_datasets as tfds
 
-    import vivit_jax.data  # noqa: F401  (registers the builders)
+    import vivit_jax.data.builders  # noqa: F401  (registers the builders)
     from vivit_jax.data.builders import build_dir, names
 
     name = dataset if config is None else f"{dataset.split('/')[0]}/{config}"

@@ -25,6 +25,7 @@ import atexit
 import dataclasses
 import gc
 import math
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -35,8 +36,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from vivit_jax import cpu_tuning
-from vivit_jax import dataset_configs as config_lib
+from vivit_jax.data import config as data_config
 from vivit_jax.data import ops
 from vivit_jax.data.randaugment import randaugment
 from vivit_jax.data.sources import SplitNotFoundError, open_split_sources
@@ -246,7 +246,7 @@ def video_test_views(frames, dataset_configs) -> np.ndarray:
     Returns:
       float32 `[V, T, crop, crop, 3]`, views ordered crop-major (view = crop * clips + clip).
     """
-    cfg = config_lib.resolve(dataset_configs)
+    cfg = data_config.resolve(dataset_configs)
     indices = ops.test_indices(len(frames), cfg.num_test_clips, cfg.num_frames, cfg.stride)
     unique, gather = np.unique(indices.reshape(-1), return_inverse=True)
     encoded = tf.constant([frames[int(k)] for k in unique], tf.string)
@@ -406,7 +406,7 @@ class _Split:
         # autotuning (experiments/README.md, "Input pipeline").
         options.autotune.enabled = False
         if hasattr(type(options.autotune), "initial_parallelism"):
-            options.autotune.initial_parallelism = cpu_tuning.schedulable_cores()
+            options.autotune.initial_parallelism = len(os.sched_getaffinity(0))
         return ds.with_options(options)
 
     def iterate(self, start_step: int = 0) -> Iterator[dict[str, Any]]:
@@ -501,7 +501,7 @@ def get_dataset(
     Returns:
       A `Dataset`. Pipelines are built lazily: a split is opened on first use.
     """
-    cfg = config_lib.resolve(config.dataset_configs if "dataset_configs" in config else None)
+    cfg = data_config.resolve(config.dataset_configs if "dataset_configs" in config else None)
     dataset_name = config.dataset_name
     batch_size = int(config.batch_size)
     eval_batch_size = int(config.eval_batch_size) if config.get("eval_batch_size") else batch_size

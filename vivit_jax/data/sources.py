@@ -14,9 +14,17 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from vivit_jax.data import dmvr
+from vivit_jax.data import (
+    builders,  # noqa: F401  (registers the TFDS builders)
+    dmvr,
+)
+from vivit_jax.data.config import DMVR_DATASET_NAMES
 from vivit_jax.data.records import RecordIndex
-from vivit_jax.dataset_configs import DMVR_DATASET_NAMES
+
+try:  # TensorFlow stays off every GPU, so that it never competes with JAX for its memory.
+    tf.config.set_visible_devices([], "GPU")
+except (RuntimeError, ValueError):  # Already initialised, or no GPU support compiled in.
+    pass
 
 
 class DatasetNotFoundError(FileNotFoundError):

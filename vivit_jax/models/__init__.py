@@ -1,5 +1,6 @@
-"""The ViViT model zoo: `create_model(config.model, num_classes)`."""
+"""The ViViT model zoo (Arnab et al., ICCV 2021): `create_model(config.model, num_classes)`."""
 
+from vivit_jax.models.attention import Attention
 from vivit_jax.models.config import (
     SIZES,
     VARIANTS,
@@ -7,12 +8,14 @@ from vivit_jax.models.config import (
     default_model_config,
     validate_input_shape,
 )
-from vivit_jax.models.vivit import SpaceTimeViViT, ViViT, create_model
+from vivit_jax.models.vivit import SpaceTimeViViT, Stack, ViViT, create_model
 
 __all__ = [
     "SIZES",
     "VARIANTS",
+    "Attention",
     "SpaceTimeViViT",
+    "Stack",
     "ViViT",
     "complete_model_config",
     "create_model",

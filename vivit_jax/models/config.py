@@ -21,6 +21,7 @@ VARIANTS = (
     "factorized_dot_product_attention",
 )
 CLASSIFIERS = ("token", "gap", "gmp", "gsp")
+ATTENTION_IMPLEMENTATIONS = ("einsum", "fused")
 FACTORISED_ATTENTION = ("factorized_self_attention_block", "factorized_dot_product_attention")
 
 # Model sizes of ViT / ViViT (hidden, layers, heads, MLP), the one table in the project.
@@ -94,6 +95,11 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
         f"model.classifier='token' is not supported by model.attention_config.type={att!r} "
         "(there is no single sequence to prepend a CLS token to); use 'gap'.",
     )
+    require(
+        c.attention_implementation in ATTENTION_IMPLEMENTATIONS,
+        f"model.attention_implementation={c.attention_implementation!r} is not one of "
+        f"{ATTENTION_IMPLEMENTATIONS}.",
+    )
     for key in ("remat", "last_block_cls_only"):
         require(isinstance(c[key], bool), f"model.{key} must be True or False, got {c[key]!r}.")
     if att == "factorized_encoder":
@@ -158,24 +164,34 @@ def validate_model_config(c: ml_collections.ConfigDict) -> None:
 
 def validate_input_shape(c: ml_collections.ConfigDict, input_shape: Sequence[int]) -> None:
     """Checks that videos of `input_shape` = (T, H, W, C) tokenise exactly under `c`."""
+    tec = c.temporal_encoding_config
+    check_input_shape(input_shape, tuple(c.patches.size), tec.method, tec.n_sampled_frames)
+
+
+def check_input_shape(
+    input_shape: Sequence[int],
+    patch_size: tuple[int, ...],
+    tokenizer: str,
+    n_sampled_frames: int | None,
+) -> None:
+    """`validate_input_shape` on the model's own fields (errors name the config keys)."""
     t, h, w = input_shape[:3]
-    fh, fw = tuple(c.patches.size)[:2]
+    fh, fw = patch_size[:2]
     require(
         h % fh == 0 and w % fw == 0,
         f"The crop size {h}x{w} (dataset_configs.crop_size) is not divisible by the patch size "
         f"{fh}x{fw} (model.patches.size).",
     )
-    if c.temporal_encoding_config.method == "3d_conv":
-        ft = tuple(c.patches.size)[2]
+    if tokenizer == "3d_conv":
+        ft = patch_size[2]
         require(
             t % ft == 0,
             f"{t} frames (dataset_configs.num_frames) are not divisible by the tubelet's temporal "
             f"size t={ft} (model.patches.size[2]).",
         )
     else:
-        n = c.temporal_encoding_config.n_sampled_frames
         require(
-            n <= t,
-            f"model.temporal_encoding_config.n_sampled_frames={n} exceeds the {t} input frames "
-            "(dataset_configs.num_frames).",
+            n_sampled_frames <= t,
+            f"model.temporal_encoding_config.n_sampled_frames={n_sampled_frames} exceeds the {t} "
+            "input frames (dataset_configs.num_frames).",
         )

@@ -10,39 +10,42 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vivit_jax.models.layers import Dtype, MlpBlock, MultiHeadDotProductAttention, attend, drop_path
+from vivit_jax.models.attention import Attention, Dtype, attend, attention_fn
+from vivit_jax.models.layers import MlpBlock, drop_path, self_attention
 
 ATTENTION_ORDERS = ("space_time", "time_space")
 
 
-def factorized_dot_product_attention(
-    query: jax.Array,
-    key: jax.Array,
-    value: jax.Array,
-    *,
-    implementation: str,
-    dropout_rate: float,
-    dropout_rng: jax.Array | None,
-    deterministic: bool,
-) -> jax.Array:
-    """Model 4's attention core on `[B, T, S, heads, head_dim]` projections.
+def factorized_dot_product_attention(attention: Attention):
+    """Model 4's attention core, on `[B, T, S, heads, head_dim]` projections.
 
     The first half of the heads attend over time (tokens at the same spatial position), the
     second half over space (tokens of the same frame); outputs are concatenated time-heads first,
-    as the original does before the shared output projection.
+    as the original does before the shared output projection. Returns the `attention_fn` of a
+    `flax.linen.MultiHeadDotProductAttention`.
     """
-    half = query.shape[-2] // 2
-    rngs = (None, None) if dropout_rng is None else tuple(jax.random.split(dropout_rng))
-    kw = dict(implementation=implementation, dropout_rate=dropout_rate, deterministic=deterministic)
 
-    def over_time(t):  # [B, T, S, h, d] -> [B, S, T, h, d]: attention axis -3 is time.
-        return jnp.swapaxes(t[..., :half, :], 1, 2)
+    def fn(query, key, value, dropout_rng=None, dropout_rate=0.0, deterministic=True):
+        half = query.shape[-2] // 2
+        rngs = (None, None) if dropout_rng is None else tuple(jax.random.split(dropout_rng))
+        kw = dict(attention=attention, dropout_rate=dropout_rate, deterministic=deterministic)
 
-    time_out = attend(over_time(query), over_time(key), over_time(value), dropout_rng=rngs[0], **kw)
-    space_out = attend(
-        query[..., half:, :], key[..., half:, :], value[..., half:, :], dropout_rng=rngs[1], **kw
-    )
-    return jnp.concatenate([jnp.swapaxes(time_out, 1, 2), space_out], axis=-2)
+        def over_time(t):  # [B, T, S, h, d] -> [B, S, T, h, d]: attention axis -3 is time.
+            return jnp.swapaxes(t[..., :half, :], 1, 2)
+
+        time_out = attend(
+            over_time(query), over_time(key), over_time(value), dropout_rng=rngs[0], **kw
+        )
+        space_out = attend(
+            query[..., half:, :],
+            key[..., half:, :],
+            value[..., half:, :],
+            dropout_rng=rngs[1],
+            **kw,
+        )
+        return jnp.concatenate([jnp.swapaxes(time_out, 1, 2), space_out], axis=-2)
+
+    return fn
 
 
 class FactorizedSelfAttentionBlock(nn.Module):
@@ -57,7 +60,7 @@ class FactorizedSelfAttentionBlock(nn.Module):
       droplayer_p: Stochastic depth per residual branch. The original ignores it for Model 3;
         here it applies with the same per-example semantics as the other variants.
       dtype: Compute dtype.
-      attention_implementation: 'einsum' or 'fused'.
+      attention: Which attention kernel (`models.attention.Attention`).
     """
 
     mlp_dim: int
@@ -67,17 +70,17 @@ class FactorizedSelfAttentionBlock(nn.Module):
     attention_dropout_rate: float = 0.0
     droplayer_p: float = 0.0
     dtype: Dtype = jnp.float32
-    attention_implementation: str = "einsum"
+    attention: Attention = Attention()
 
     def _attend_axis(self, x: jax.Array, axis: str, deterministic: bool) -> jax.Array:
         # Put the attended axis at -2: [B, T, S, D] for space, [B, S, T, D] for time.
         inputs = jnp.swapaxes(x, 1, 2) if axis == "time" else x
         y = nn.LayerNorm(dtype=self.dtype, name=f"LayerNorm_{axis}")(inputs)
-        y = MultiHeadDotProductAttention(
-            num_heads=self.num_heads,
-            dropout_rate=self.attention_dropout_rate,
-            dtype=self.dtype,
-            implementation=self.attention_implementation,
+        y = self_attention(
+            self.num_heads,
+            self.attention_dropout_rate,
+            self.dtype,
+            attention_fn(self.attention),
             name=f"MultiHeadDotProductAttention_{axis}",
         )(y, deterministic=deterministic)
         y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)

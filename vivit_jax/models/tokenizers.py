@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vivit_jax.models.layers import Dtype, linear
+from vivit_jax.models.attention import Dtype
 
 TOKENIZER_METHODS = ("3d_conv", "temporal_sampling")
 KERNEL_INIT_METHODS = (None, "central_frame_initializer", "average_frame_initializer")
@@ -158,7 +158,8 @@ class PatchEmbedding(nn.Module):
         )
         x = x.transpose(order).reshape(lead + grid + (-1,))
         kernel = kernel.reshape(-1, self.features)
-        return linear(*(t.astype(self.dtype) for t in (x, kernel, bias)))
+        x, kernel, bias = (t.astype(self.dtype) for t in (x, kernel, bias))
+        return x @ kernel + bias
 
 
 class AddPositionEmbs(nn.Module):

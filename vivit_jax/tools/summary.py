@@ -12,7 +12,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from vivit_jax.models import create_model
@@ -53,9 +52,7 @@ def forward_gflops(model, params, input_shape) -> float:
     Counts the architecture as the paper does: every token through every block, also where the
     model's last block computes the class token alone (`model.last_block_cls_only`).
     """
-    config = model.model.as_configdict()
-    config.last_block_cls_only = False
-    model = model.clone(model=ml_collections.FrozenConfigDict(config))
+    model = model.clone(last_block_cls_only=False)
     x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.float32)
     lowered = jax.jit(lambda p, v: model.apply({"params": p}, v, train=False)).lower(params, x)
     return float(lowered.cost_analysis()["flops"]) / 2e9

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 
-from vivit_jax.dataset_configs import DMVR_DATASET_NAMES
+from vivit_jax.data.config import DMVR_DATASET_NAMES
 
 # The TFDS builders of this package (`python -m vivit_jax.data.build --dataset=<name>`).
 DATASETS = ("moving_shapes", "kinetics400", "kinetics600", "kinetics700", "something_something_v2")

@@ -31,47 +31,11 @@ import time
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from vivit_jax import checksums
-
-# The config keys that define an experiment (its maths and data), compared on resume. Logging,
-# evaluation, checkpoint cadence, sharding and paths may change between runs of one experiment.
-FINGERPRINT_KEYS = (
-    "model_name",
-    "model",
-    "model_dtype_str",
-    "dataset_name",
-    "dataset_configs",
-    "batch_size",
-    "rng_seed",
-    "optimizer",
-    "optimizer_configs",
-    "lr_configs",
-    "num_training_steps",
-    "num_training_epochs",
-    "max_grad_norm",
-    "l2_decay_factor",
-    "label_smoothing",
-    "mixup",
-)
-# dataset_configs keys that are paths or only steer speed or evaluation.
-_FINGERPRINT_SKIP = (
-    "dataset_configs.data_dir",
-    "dataset_configs.base_dir",
-    "dataset_configs.num_parallel_calls",
-    "dataset_configs.prefetch",
-    "dataset_configs.prefetch_to_device",
-    "dataset_configs.test_batch_size",
-    "dataset_configs.num_test_clips",
-    "dataset_configs.do_three_spatial_crops",
-    "dataset_configs.do_multicrop_test",
-    "dataset_configs.log_test_epochs",
-    "dataset_configs.examples_per_subset",
-)
-
+from vivit_jax.checkpoints import checksums
+from vivit_jax.checkpoints.fingerprint import config_fingerprint, fingerprint_diff
 
 META_FILE = os.path.join("meta", "metadata")  # Where orbax's JsonCheckpointHandler writes `meta`.
 
@@ -116,34 +80,6 @@ class Restored:
     step: int
     meta: dict
     new_optimizer: bool = False
-
-
-def _flatten(value, prefix: str, out: dict) -> None:
-    if hasattr(value, "items"):
-        for k, v in value.items():
-            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
-    elif prefix not in _FINGERPRINT_SKIP:
-        # JSON text, so tuples and lists (and a value read back from JSON) compare equal.
-        out[prefix] = json.dumps(value, sort_keys=True, default=str)
-
-
-def config_fingerprint(config) -> dict[str, str]:
-    """`{'model.hidden_size': '64', ...}`: the `FINGERPRINT_KEYS` of `config`, flattened."""
-    out: dict[str, str] = {}
-    for key in FINGERPRINT_KEYS:
-        value = config[key]
-        _flatten(value.to_dict() if hasattr(value, "to_dict") else value, key, out)
-    return out
-
-
-def fingerprint_diff(saved: dict, current: dict) -> list[str]:
-    """`['key (checkpoint: a, now: b)', ...]` for every key whose value differs."""
-    missing = "<absent>"
-    return [
-        f"{k} (checkpoint: {saved.get(k, missing)}, now: {current.get(k, missing)})"
-        for k in sorted(set(saved) | set(current))
-        if saved.get(k, missing) != current.get(k, missing)
-    ]
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -561,22 +497,3 @@ def _quiet_orbax():
         yield
     finally:
         absl_logger.setLevel(level)
-
-
-def abstract_like(tree, shardings):
-    """`jax.ShapeDtypeStruct`s of `tree` (arrays or structs) placed as `shardings`."""
-    return jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
-    )
-
-
-def per_device_bytes(abstract_state, shardings) -> tuple[int, int]:
-    """`(total, largest per device)` bytes of a state placed with `shardings`."""
-    total, per_device = 0, {}
-    for x, s in zip(jax.tree.leaves(abstract_state), jax.tree.leaves(shardings)):
-        itemsize = np.dtype(x.dtype).itemsize
-        total += int(np.prod(x.shape)) * itemsize
-        for device, index in s.devices_indices_map(tuple(x.shape)).items():
-            shard = [len(range(*i.indices(d))) for i, d in zip(index, x.shape)]
-            per_device[device] = per_device.get(device, 0) + int(np.prod(shard)) * itemsize
-    return total, max(per_device.values(), default=0)

@@ -1,6 +1,6 @@
 // Softmax attention for XLA:CPU as two XLA FFI custom calls (forward, backward), float32.
 //
-// Built and loaded at run time by cpu_attention.py (g++, OpenBLAS from the scipy-openblas32
+// Built and loaded at run time by attention.py (g++, OpenBLAS from the scipy-openblas32
 // wheel). Why by hand: XLA:CPU has no fused attention, and its Eigen dots run the [L, 64] x
 // [64, L] products of attention at ~100 GFLOP/s on a 2-core machine where OpenBLAS, one
 // (batch, head) pair per thread, reaches ~90 per core (experiments/README.md); the kernel's own
@@ -9,9 +9,9 @@
 // Layout: q, k, v, o, do, dq, dk, dv are row-major [N, L, H, D]; lse is [N, H, L] (each query
 // row's log-sum-exp of its scaled scores). Each (n, h) pair is independent: the calling thread and
 // tasks on XLA's intra-op thread pool claim pairs one at a time. A pair's scores are computed a
-// block of rows at a time (`block`, 128 from cpu_attention.py): each thread holds one (forward) or
+// block of rows at a time (`block`, 128 from attention.py): each thread holds one (forward) or
 // two (backward) [rows, L] float32 scratch matrices, which stay in cache where [L, L] ones would
-// not (ViViT-B at 3137 tokens: forward + backward 965 -> 768 ms; experiments/README.md).
+// not (about 20% faster forward + backward at ViViT-B's 3137 tokens; experiments/README.md).
 
 #include <algorithm>
 #include <atomic>
@@ -65,10 +65,10 @@ struct Strided {
 };
 
 // Register-tiled products for head dim 64 on AVX-512 (every ViViT size has head dim 64), used
-// from `tile_from` tokens on (cpu_attention.TILE_FROM_TOKENS). Why by hand: OpenBLAS packs both
+// from `tile_from` tokens on (attention.py: TILE_FROM_TOKENS). Why by hand: OpenBLAS packs both
 // operands on every call; here k^T (forward; q^T and do^T backward) is packed once per pair and
-// the other operands are read in place. Attention alone at ViViT-B's [2, 785, 12, 64], forward +
-// backward: 94.3 -> 80.7 ms (experiments/README.md). Below ~192 tokens OpenBLAS measured as fast
+// the other operands are read in place: about 15% faster than OpenBLAS for attention alone at
+// ViViT-B's [2, 785, 12, 64], forward + backward (experiments/README.md). Below ~192 tokens OpenBLAS measured as fast
 // or faster (its small-matrix path, which packs nothing, is the likely reason); there, and for
 // another head dim or without AVX-512, OpenBLAS runs them.
 constexpr int64_t kTileD = 64;  // the head dim the tiles are written for
@@ -319,7 +319,7 @@ ffi::Error ForEachPair(ffi::ThreadPool pool, const Dims& s, int64_t threads,
                       "vivit_cpu_attention: cannot allocate " +
                           std::to_string(workers * scratch_floats * 4 >> 20) +
                           " MiB of scratch (float32 [rows, L] scores and packed operands per "
-                          "thread); use fewer tokens, a smaller cpu_attention.BLOCK_ROWS or "
+                          "thread); use fewer tokens, a smaller vivit_jax.backends.cpu.attention.BLOCK_ROWS or "
                           "attention_implementation='einsum'");
   }
   auto queue = std::make_shared<PairQueue>(pairs);

@@ -1,26 +1,23 @@
 """Softmax attention on a CPU as a compiled kernel: `attention(q, k, v)`, float32.
 
-`attention_implementation='fused'` runs this on a CPU where it can be built (`available()`),
-else `layers.head_blocked_attention`. The kernel (`cpu_attention.cc`) is an XLA FFI custom call
-pair, forward and backward (flash attention's scheme: the backward pass recomputes the
-probabilities from each query row's log-sum-exp), that gives each (batch, head) pair to one thread
-(the calling one, or a task on XLA's own intra-op thread pool), one thread per product. Why: XLA:CPU
-has no attention kernel, and its Eigen dots run attention's `[L, 64]` products at 99–116 GFLOP/s
-on the 2-core CI machine, where the kernel's products run at ~179 with OpenBLAS (the
-`scipy-openblas32` wheel; ViViT-B's `[2, 785, 12, 64]`, forward + backward: 133 → 86 ms against
-`head_blocked_attention`, 195 ms for einsum; experiments/README.md,
-`experiments/attention_speed.py`). At head dim 64 (every ViViT size) from `TILE_FROM_TOKENS`
-tokens on, and where the build has AVX-512, its products are its own register tiles instead,
-which pack the shared operand once per pair rather than per call (the same shape: 94.3 → 80.7
-ms against OpenBLAS).
+The kernel (`attention.cc`) is an XLA FFI custom call pair, forward and backward (flash
+attention's scheme: the backward pass recomputes the probabilities from each query row's
+log-sum-exp), that gives each (batch, head) pair to one thread (the calling one, or a task on
+XLA's own intra-op thread pool). Why: XLA:CPU has no attention kernel, and its Eigen dots run
+attention's `[L, 64]` products well below the machine's matmul peak. The kernel's products are
+OpenBLAS's (the `scipy-openblas32` wheel) or, at head dim 64 (every ViViT size) from
+`TILE_FROM_TOKENS` tokens on and where the build has AVX-512, its own register tiles, which pack
+the shared operand once per pair rather than per call. Measured speed: experiments/README.md
+(`experiments/attention_speed.py`).
 
-Built once per machine, the first time a process needs it, with the C++ compiler (`$CXX`, else
-`c++`) and `-march=native`, into `$VIVIT_JAX_CACHE_DIR` (default `~/.cache/vivit_jax`) under a
-name that hashes the source, the compiler flags, jaxlib's version and the CPU's model and
-flags, so a home directory shared between machines keeps one build per kind of CPU. Where it
-cannot be built (no compiler, no `scipy-openblas32`, not Linux, a failed compile) it logs one
-warning that says why and what to install, and the model takes the XLA path: same results to
-float32 rounding. `VIVIT_JAX_CPU_ATTENTION=0` turns it off.
+Built once per machine with the C++ compiler (`$CXX`, else `c++`) and `-march=native`, into
+`$VIVIT_JAX_CACHE_DIR` (default `~/.cache/vivit_jax`) under a name that hashes the source, the
+compiler flags, jaxlib's version and the CPU's model and flags, so a home directory shared
+between machines keeps one build per kind of CPU. The backend builds it when it is set up
+(`vivit_jax.backends.cpu.setup`), never while a model is traced. Where it cannot be built (no
+compiler, no `scipy-openblas32`, not Linux, a failed compile) one warning says why and what to
+install, and the backend uses `blocked.head_blocked_attention`: the same results to float32
+rounding. `VIVIT_JAX_CPU_ATTENTION=0` turns it off.
 
 Memory: nothing of size `[N, heads, L, L]` is kept for the backward pass (q, k, v, the output
 and `[N, heads, L]` log-sum-exps are); while it runs, each thread holds one (forward) or two
@@ -54,22 +51,19 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from vivit_jax import cpu_tuning
+from vivit_jax.backends.cpu import tuning
 
-SOURCE = os.path.join(os.path.dirname(__file__), "cpu_attention.cc")
+SOURCE = os.path.join(os.path.dirname(__file__), "attention.cc")
 OPT_OUT_ENV = "VIVIT_JAX_CPU_ATTENTION"
 CACHE_ENV = "VIVIT_JAX_CACHE_DIR"
 CXX_FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
 COMPILE_TIMEOUT_S = 300
 # Rows of a pair's scores computed at a time (0: all L): the kernel splits L into blocks of at
-# most this many. 64, 128, 192 and 256 measured within the noise of each other at 785 and 3137
-# tokens (forward + backward), all faster than one block (experiments/README.md).
+# most this many. 64 to 256 measured alike at 785 and 3137 tokens, all faster than one block.
 BLOCK_ROWS = 128
 # From how many tokens on calls with head dim 64 take the kernel's own register-tiled products
-# (where the build has AVX-512) instead of OpenBLAS; 0: never. Below ~192 tokens OpenBLAS was as
-# fast or faster (attention alone, forward + backward, tiles vs OpenBLAS: 65 tokens 1.49 vs 1.21
-# ms, 161: 7.19 vs 6.10; 197: 51.7 vs 55.8, 785: 80.7 vs 94.3; experiments/README.md). Likely,
-# not verified: OpenBLAS's small-matrix path, which packs nothing.
+# (where the build has AVX-512) instead of OpenBLAS; 0: never. Below ~192 tokens OpenBLAS
+# measured as fast or faster (likely its small-matrix path, which packs nothing; not verified).
 TILE_FROM_TOKENS = 192
 _FORWARD, _BACKWARD = "vivit_cpu_attention_forward", "vivit_cpu_attention_backward"
 
@@ -194,7 +188,7 @@ def available(dtype=jnp.float32) -> bool:
     """Whether `attention` runs here: a CPU backend, float32, not opted out, and built."""
     if jax.default_backend() != "cpu" or jnp.dtype(dtype) != jnp.float32:
         return False
-    if cpu_tuning.opted_out(os.environ, OPT_OUT_ENV):
+    if tuning.opted_out(os.environ, OPT_OUT_ENV):
         return False
     reason = _load()
     if reason is not None and reason not in _warned:
@@ -213,7 +207,7 @@ def _threads(devices: int = 1) -> int:
     """Threads per call (the calling one and tasks on XLA's pool): the process's cores shared
     among the devices that run the program at once (XLA host devices each run their shard
     concurrently)."""
-    return max(1, cpu_tuning.schedulable_cores() // max(1, devices))
+    return max(1, tuning.schedulable_cores() // max(1, devices))
 
 
 def _local_devices(mesh) -> int:

@@ -12,10 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vivit_jax.models import cpu_attention, layers
+from vivit_jax.backends import cpu as cpu_backend
+from vivit_jax.backends.cpu import attention as cpu_attention
+from vivit_jax.backends.cpu import blocked
+from vivit_jax.models import attention as model_attention
 
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 SPEED_SCRIPT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    REPO,
     "experiments",
     "attention_speed.py",
 )
@@ -49,9 +53,9 @@ def test_kernel_equals_einsum_attention(monkeypatch, shape, tile_from):
         monkeypatch.setattr(cpu_attention, "TILE_FROM_TOKENS", tile_from)
     q, k, v, w = _qkvw(shape)
     got_value, got = jax.jit(_value_and_grads(cpu_attention.attention, w))(q, k, v)
-    want_value, want = jax.jit(_value_and_grads(layers.einsum_attention, w))(q, k, v)
+    want_value, want = jax.jit(_value_and_grads(model_attention.einsum_attention, w))(q, k, v)
     np.testing.assert_allclose(
-        cpu_attention.attention(q, k, v), layers.einsum_attention(q, k, v), atol=2e-6
+        cpu_attention.attention(q, k, v), model_attention.einsum_attention(q, k, v), atol=2e-6
     )
     np.testing.assert_allclose(got_value, want_value, rtol=1e-5, atol=1e-5)
     for a, b in zip(got, want):
@@ -69,7 +73,7 @@ def test_kernel_row_blocks_give_the_same_values_and_gradients(monkeypatch, block
     monkeypatch.setattr(cpu_attention, "TILE_FROM_TOKENS", 1)
     q, k, v, w = _qkvw((2, 23, 2, head_dim))
     got_value, got = jax.jit(_value_and_grads(cpu_attention.attention, w))(q, k, v)
-    want_value, want = jax.jit(_value_and_grads(layers.einsum_attention, w))(q, k, v)
+    want_value, want = jax.jit(_value_and_grads(model_attention.einsum_attention, w))(q, k, v)
     np.testing.assert_allclose(got_value, want_value, rtol=1e-5, atol=1e-5)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.abs(b).max()))
@@ -121,7 +125,7 @@ def test_kernel_keeps_batch_and_head_sharding(spec, gathered):
     else:
         assert collectives == []
     value, grads = grad(q, k, v)
-    want_value, want = _value_and_grads(layers.einsum_attention, w)(q, k, v)
+    want_value, want = _value_and_grads(model_attention.einsum_attention, w)(q, k, v)
     np.testing.assert_allclose(value, want_value, rtol=1e-5)
     for a, b in zip(grads, want):
         if not gathered:
@@ -160,7 +164,9 @@ def test_fused_attention_runs_the_kernel_on_a_cpu(monkeypatch):
 
     def lowered(*a, **kw):
         # A new function each time: jit's trace cache would not see the environment change.
-        return jax.jit(lambda *a: layers.fused_attention(*a, **kw)).lower(*a).as_text()
+        attention = model_attention.Attention("xla", cpu_backend.fused_attention)
+        fn = lambda *a: model_attention.fused_attention(*a, attention=attention, **kw)  # noqa: E731
+        return jax.jit(fn).lower(*a).as_text()
 
     assert cpu_attention._FORWARD in lowered(q, k, v)
     assert cpu_attention._FORWARD not in lowered(q[:, :1], k, v)  # class token only
@@ -174,14 +180,14 @@ def test_fused_attention_runs_the_kernel_on_a_cpu(monkeypatch):
 def test_an_unbuildable_kernel_falls_back_with_one_warning(monkeypatch, caplog):
     monkeypatch.setattr(cpu_attention, "_load", lambda: "no C++ compiler 'c++' on PATH (...)")
     monkeypatch.setattr(cpu_attention, "_warned", set())
-    monkeypatch.setattr(layers, "HEAD_BLOCK_SCORES", 2 * 16**2)
+    monkeypatch.setattr(blocked, "HEAD_BLOCK_SCORES", 2 * 16**2)
     q, k, v, w = _qkvw((2, 16, 4, 8))
     with caplog.at_level(logging.WARNING):
-        value, grads = _value_and_grads(layers.fused_attention, w)(q, k, v)
+        value, grads = _value_and_grads(cpu_backend.fused_attention, w)(q, k, v)
         assert not cpu_attention.available()
     warnings = [r.getMessage() for r in caplog.records if "attention kernel" in r.getMessage()]
     assert len(warnings) == 1 and "no C++ compiler" in warnings[0]
-    want_value, want = _value_and_grads(layers.einsum_attention, w)(q, k, v)
+    want_value, want = _value_and_grads(model_attention.einsum_attention, w)(q, k, v)
     np.testing.assert_allclose(value, want_value, rtol=1e-5)
     for a, b in zip(grads, want):
         np.testing.assert_allclose(a, b, atol=2e-5 * float(jnp.abs(b).max()))
@@ -225,7 +231,7 @@ def test_build_is_cached_per_source(monkeypatch, tmp_path):
 @needs_kernel
 def test_kernel_threads_share_the_cores_among_the_devices_that_run_it(monkeypatch):
     # One device: every core; data parallel over 4 host devices (concurrent): a quarter each.
-    monkeypatch.setattr(cpu_attention.cpu_tuning, "schedulable_cores", lambda: 8)
+    monkeypatch.setattr(cpu_attention.tuning, "schedulable_cores", lambda: 8)
     q = jnp.ones((4, 17, 6, 8))
     fn = jax.jit(cpu_attention.attention)
     assert "threads = 8 :" in fn.lower(q, q, q).compile().as_text()

@@ -1,4 +1,5 @@
-"""`vivit_jax.cpu_tuning`: the XLA:CPU compiler options of the project's jits, and malloc."""
+"""`vivit_jax.backends.cpu.tuning`: the XLA:CPU compiler options the CPU backend hands to the
+jits, glibc malloc settings, and the opt-in mimalloc restart."""
 
 import ctypes
 import importlib.metadata
@@ -13,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from vivit_jax import cpu_tuning
+from vivit_jax.backends.cpu import tuning as cpu_tuning
 
 OPTION = "xla_cpu_experimental_ynn_fusion_type"
 
@@ -53,7 +54,7 @@ def test_options_change_the_compiled_dot():
 _REUSE = textwrap.dedent(
     """
     import ctypes, ctypes.util, json, resource, sys
-    from vivit_jax import cpu_tuning
+    from vivit_jax.backends.cpu import tuning as cpu_tuning
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
@@ -144,13 +145,14 @@ def test_no_huge_pages_restart_before_glibc_2_35(tmp_path, monkeypatch):
 def test_an_installed_accelerator_plugin_means_no_restart(tmp_path, glibc_2_36, monkeypatch):
     madvise = _thp_file(tmp_path, "madvise")
     monkeypatch.setattr(cpu_tuning, "mimalloc_library", lambda: str(tmp_path / "libmimalloc.so.3"))
-    if cpu_tuning.fast_malloc_environ({}, madvise) is None:
+    asked = {cpu_tuning.MALLOC_ENV: "mimalloc"}
+    if cpu_tuning.fast_malloc_environ(asked, madvise) is None:
         pytest.skip("a JAX accelerator plugin is installed here")
     (tmp_path / "jax_plugins").mkdir()  # a namespace package, as the CUDA plugins install
     (tmp_path / "jax_plugins" / "xla_cuda13").mkdir()
     monkeypatch.syspath_prepend(str(tmp_path))
     assert cpu_tuning.huge_pages_environ({}, madvise) is None
-    assert cpu_tuning.fast_malloc_environ({}, madvise) is None
+    assert cpu_tuning.fast_malloc_environ(asked, madvise) is None
 
 
 @pytest.fixture
@@ -161,14 +163,23 @@ def fake_mimalloc(tmp_path, monkeypatch):
 
 
 def test_mimalloc_restart_preloads_it_before_the_users_libraries(fake_mimalloc, tmp_path):
-    env = {"JAX_PLATFORMS": "cpu", "LD_PRELOAD": "/opt/libfoo.so", "A": "b"}
+    env = {
+        "JAX_PLATFORMS": "cpu",
+        "LD_PRELOAD": "/opt/libfoo.so",
+        "A": "b",
+        cpu_tuning.MALLOC_ENV: "mimalloc",
+    }
     out = cpu_tuning.fast_malloc_environ(env, _thp_file(tmp_path, "madvise"))
     assert out == {
         **env,
         "LD_PRELOAD": f"{fake_mimalloc} /opt/libfoo.so",
         "MIMALLOC_PURGE_DELAY": "-1",  # never hand freed memory back to the kernel
     }
-    env = {"JAX_PLATFORMS": "cpu", "MIMALLOC_PURGE_DELAY": "100"}  # the user's setting wins
+    env = {
+        "JAX_PLATFORMS": "cpu",
+        "MIMALLOC_PURGE_DELAY": "100",
+        cpu_tuning.MALLOC_ENV: "mimalloc",
+    }  # theirs wins
     out = cpu_tuning.fast_malloc_environ(env, _thp_file(tmp_path, "madvise"))
     assert out["MIMALLOC_PURGE_DELAY"] == "100" and out["LD_PRELOAD"] == fake_mimalloc
 
@@ -176,13 +187,21 @@ def test_mimalloc_restart_preloads_it_before_the_users_libraries(fake_mimalloc, 
 @pytest.mark.parametrize(
     "env",
     [
+        {},  # not asked for: the default
         {cpu_tuning.MALLOC_ENV: "default"},
         {cpu_tuning.MALLOC_ENV: " Default "},
-        {cpu_tuning.OPT_OUT_ENV: "0"},
-        {"JAX_PLATFORMS": "cuda"},
-        {"LD_PRELOAD": "/site/cmeel.prefix/lib/libmimalloc.so.3"},  # the restart is done
-        {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"},  # the user's own malloc
-        {"LD_PRELOAD": "libtcmalloc_minimal.so.4"},
+        {cpu_tuning.MALLOC_ENV: "mimalloc", cpu_tuning.OPT_OUT_ENV: "0"},
+        {cpu_tuning.MALLOC_ENV: "mimalloc", "JAX_PLATFORMS": "cuda"},
+        # The restart is done, or the user preloads a malloc of their own:
+        {
+            cpu_tuning.MALLOC_ENV: "mimalloc",
+            "LD_PRELOAD": "/site/cmeel.prefix/lib/libmimalloc.so.3",
+        },
+        {
+            cpu_tuning.MALLOC_ENV: "mimalloc",
+            "LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+        },
+        {cpu_tuning.MALLOC_ENV: "mimalloc", "LD_PRELOAD": "libtcmalloc_minimal.so.4"},
     ],
 )
 def test_no_malloc_restart_when_not_wanted_or_done(fake_mimalloc, tmp_path, glibc_2_36, env):
@@ -198,7 +217,7 @@ def test_without_mimalloc_or_asked_to_the_restart_uses_huge_pages(
     assert cpu_tuning.fast_malloc_environ(env, thp) == cpu_tuning.huge_pages_environ(env, thp)
     assert "LD_PRELOAD" not in cpu_tuning.fast_malloc_environ(env, thp)
     monkeypatch.setattr(cpu_tuning, "mimalloc_library", lambda: None)
-    env = {"JAX_PLATFORMS": "cpu"}
+    env = {"JAX_PLATFORMS": "cpu", cpu_tuning.MALLOC_ENV: "mimalloc"}
     out = cpu_tuning.fast_malloc_environ(env, thp)
     assert out == {**env, "GLIBC_TUNABLES": cpu_tuning.HUGE_PAGES_TUNABLE}
 
@@ -226,7 +245,7 @@ _RESTART = textwrap.dedent(
     """
     import ctypes, json, os, re, resource, time
     print("started", os.getpid(), flush=True)
-    from vivit_jax import cpu_tuning
+    from vivit_jax.backends.cpu import tuning as cpu_tuning
     cpu_tuning.restart_with_fast_malloc()
     process = ctypes.CDLL(None)
     process.malloc.restype = ctypes.c_void_p

@@ -1,34 +1,22 @@
-"""XLA compiler options that make ViViT's steps faster on a CPU.
+"""Process and compiler settings that make ViViT's steps faster on a CPU (the `cpu` backend).
 
-Found by profiling the CPU benchmarks of `experiments/README.md` on the 2-core CI machine (the
-figures are there). jaxlib 0.10 sends every f32 dot on the CPU through YNNPACK (the XLA option
-`xla_cpu_experimental_ynn_fusion_type` lists `individual_dot`). On ViViT's shapes XLA's own Eigen
-contraction is faster (the (b) training step: 3744 → 2992 ms, median of 5, both compilations in
-one process). YNNPACK stays faster on a large square matmul, so this is an option of our jits
-(`compiler_options()`), not a global flag. Every jit that runs a model (train, eval, evaluate,
-predict, benchmark) passes it.
+`compiler_options()`: jaxlib 0.10 sends every float32 dot on the CPU through YNNPACK; on
+ViViT's shapes XLA's own Eigen contraction measured faster (while YNNPACK stays faster on a large
+square matmul), so the backend hands these options to the project's jits instead of setting a
+global flag. Skipped off the CPU, where `XLA_FLAGS` already sets the option (the user's choice
+wins), and with `VIVIT_JAX_CPU_TUNING=0`.
 
-Skipped off the CPU, when `XLA_FLAGS` already sets the option (the user's choice wins), and when
-`VIVIT_JAX_CPU_TUNING=0` is in the environment.
+`keep_freed_memory()`: glibc's malloc keeps freed memory for reuse instead of returning it to
+the kernel, so that XLA:CPU's per-step temporaries are not page-faulted in again every step. A
+process-wide setting, made by the backend's set-up (the command lines), never by library calls;
+`VIVIT_JAX_KEEP_FREED_MEMORY=0` turns it off alone.
 
-`keep_freed_memory()` is the other half, for whole processes (the `vivit_jax.main` command line,
-the benchmarks): XLA:CPU allocates each step's temporaries afresh, glibc hands large blocks
-straight back to the kernel, and every step then page-faults its working set in again (279k
-faults per (b) training step). Asking glibc to keep freed memory cut that to 186k and the step
-from 2896 to 2588 ms (experiments/README.md). It is a process-wide setting, so library calls
-never make it; the same opt-out applies, or `VIVIT_JAX_KEEP_FREED_MEMORY=0` for it alone.
-(Measured again in stop 15, in separate processes: it no longer changes the faults of a step,
-which come from XLA's worker threads' malloc arenas; kept, as it costs nothing measurable.)
-
-`restart_with_fast_malloc()`, the third: the command lines restart once, first thing, with
-mimalloc (from the `cmeel-mimalloc` wheel) preloaded as the process's malloc, told never to
-return freed memory to the kernel. glibc cannot be told that for XLA's worker threads: their
-allocations larger than a malloc heap (64 MiB) are always fresh `mmap`s, unmapped again on
-`free` (the (b) training step: a 645 MiB block, mapped and unmapped every step, `strace`), so
-every step faulted its temporaries in again, at a cost of 0.1–1.3 s of kernel time in every
-other (b) step. Where mimalloc is not installed the restart falls back to glibc's
-transparent-huge-page tunable (fewer, larger faults). `VIVIT_JAX_MALLOC` picks (`mimalloc`,
-`huge-pages`, `default` = no restart).
+`restart_with_fast_malloc()`, an explicit opt-in (`VIVIT_JAX_MALLOC=mimalloc` or `huge-pages`):
+the command line restarts once, first thing, with mimalloc (the `cmeel-mimalloc` wheel of the
+`cpu` extra) preloaded and told never to return freed memory, or with glibc's transparent
+huge-page tunable. glibc cannot be told to keep XLA's worker threads' large blocks, which are
+fresh `mmap`s unmapped on `free`; with mimalloc no step faults them in again. Measured effects:
+experiments/README.md.
 """
 
 from __future__ import annotations
@@ -169,8 +157,8 @@ def mimalloc_library() -> str | None:
 
 
 def malloc_choice(environ=os.environ) -> str:
-    """`VIVIT_JAX_MALLOC` (default `mimalloc`); a clear error for any other value."""
-    choice = environ.get(MALLOC_ENV, "mimalloc").strip().lower() or "mimalloc"
+    """`VIVIT_JAX_MALLOC` (default `default`: no restart); a clear error for any other value."""
+    choice = environ.get(MALLOC_ENV, "default").strip().lower() or "default"
     if choice not in MALLOC_CHOICES:
         raise ValueError(
             f"{MALLOC_ENV}={environ[MALLOC_ENV]!r}: expected one of {', '.join(MALLOC_CHOICES)} "
@@ -185,9 +173,9 @@ def fast_malloc_environ(
     """The environment to restart this process in with a faster malloc, None for no restart.
 
     mimalloc preloaded (`LD_PRELOAD`, before the user's entries) with `MIMALLOC_OPTIONS`, where
-    `VIVIT_JAX_MALLOC` is `mimalloc` (the default) and `mimalloc_library()` finds it; otherwise,
-    or for `huge-pages`, glibc's huge-page tunable (`huge_pages_environ`). None when there is
-    nothing to do: `default`, `VIVIT_JAX_CPU_TUNING=0`, JAX will run on an accelerator, or this
+    `VIVIT_JAX_MALLOC` is `mimalloc` and `mimalloc_library()` finds it; otherwise, or for
+    `huge-pages`, glibc's huge-page tunable (`huge_pages_environ`). None when there is nothing
+    to do: `default` (unset), `VIVIT_JAX_CPU_TUNING=0`, JAX will run on an accelerator, or this
     restart is done (`LD_PRELOAD` names mimalloc, jemalloc or tcmalloc: a user's preloaded
     malloc is theirs to keep).
     """
@@ -255,12 +243,8 @@ def restart_with_fast_malloc() -> None:
     """Re-executes this process (same interpreter, same arguments) with `fast_malloc_environ`'s
     allocator: mimalloc that keeps freed memory, or glibc on transparent huge pages.
 
-    On a CPU, XLA's steps are memory-bound between their dots, over temporaries that glibc maps
-    afresh every step (and the kernel zeroes): the (b) benchmark's training step faulted ~670
-    huge pages (~1.3 GB) in per step. With mimalloc keeping them, no step faults and the median
-    step is 1471–1528 ms against 1722–1826 on glibc with huge pages, whose slow steps spent up
-    to 1.3 s in the kernel (experiments/README.md). A preloaded library and glibc's tunables are
-    read only when a process starts, hence the restart. Call it first thing in a `__main__`
+    Only where `VIVIT_JAX_MALLOC` asks for it. A preloaded library and glibc's tunables are read
+    only when a process starts, hence the restart. Call it first thing in a `__main__`
     (`vivit_jax.main`, the benchmark), never from library code; the restarted process finds its
     environment set and carries on.
     """
