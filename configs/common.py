@@ -116,8 +116,9 @@ def paper_training(
     epochs: int,
     train_examples: int,
 ) -> None:
-    """The paper's recipe (REFERENCE §6): SGD momentum 0.9, batch 64, global-norm clip 1, no
-    weight decay, dropout 0 (set by the model helpers), `epochs` epochs of cosine decay after a linear warmup of 2.5 epochs.
+    """The paper's recipe (Arnab et al., ViViT, arXiv 2103.15691, appendix): SGD momentum 0.9,
+    batch 64, global-norm clip 1, no weight decay, dropout 0 (set by the model helpers), `epochs`
+    epochs of cosine decay after a linear warmup of 2.5 epochs.
 
     The warmup is in steps (`lr_configs` has no epoch unit), computed as Scenic does from
     `train_examples`, the training-set size the original configs assume; a copy of the data with

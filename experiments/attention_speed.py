@@ -31,15 +31,15 @@ import numpy as np
 from vivit_jax import cpu_tuning
 from vivit_jax.models import cpu_attention, layers
 
-# (b) and (c) of experiments/benchmark.py, (a)'s 65 tokens, Model 2's spatial encoder at 8×224²
+# benchmark.py's presets a, b and c (65, 393 and 785 tokens), Model 2's spatial encoder at 8×224²
 # with batch 2 (8 time steps × 2 clips), Model 3's temporal attention (196 positions × 2 clips).
 DEFAULT_SHAPES = "8x65x3x64,4x393x6x64,2x785x12x64,16x197x12x64,392x17x12x64"
 
 
 def _fresh(fn):
     """`fn` as a new function object: `jax.jit` reuses a function's trace, and each column's
-    settings are read while tracing (before stop 25 every kernel column's forward ran the first
-    column's program)."""
+    settings are read while tracing (with one function object, every kernel column's forward
+    would run the first column's program)."""
     return lambda *a: fn(*a)
 
 

@@ -2,7 +2,7 @@
 
 Examples:
 
-    # The three CPU comparison configs of issue #8 against transformers' VivitForVideoClassification
+    # The three CPU presets (PRESETS) against transformers' VivitForVideoClassification
     # (needs `pip install torch==2.13.0 transformers` in this environment):
     python experiments/benchmark.py --preset=a,b,c --peer --json=/tmp/bench.json
 
@@ -56,7 +56,7 @@ from vivit_jax.models import SIZES, create_model, layers  # noqa: E402
 from vivit_jax.models.layers import ATTENTION_IMPLEMENTATIONS  # noqa: E402
 from vivit_jax.tools.summary import count_params  # noqa: E402
 
-# Issue #8's CPU comparison configs: Model 1, token classifier, 2x16x16 tubelets, float32.
+# The CPU comparison presets: Model 1, token classifier, 2x16x16 tubelets, float32.
 PRESETS = {
     "a": dict(
         frames=8, resolution=64, hidden=192, layers=12, heads=3, mlp=768, classes=10, batch=8
@@ -180,9 +180,9 @@ def matmul_peak_flops(
     n defaults to 2048 on a CPU and 8192 on an accelerator (a 2048^2 product is too short there
     to reach the peak).
 
-    On a CPU the matmul is compiled twice: with vivit_jax's options (`vivit_jax.cpu_tuning`: Eigen
-    dots, faster on ViViT's shapes) and with jaxlib's defaults (YNNPACK dots, faster on this
-    square matmul); the device's peak is the larger of the two.
+    On a CPU the matmul is compiled twice: with vivit_jax's XLA:CPU options (Eigen dots, faster
+    on ViViT's shapes) and with jaxlib's defaults (YNNPACK dots, faster on this square matmul);
+    the device's peak is the larger of the two.
     """
     n = n or (2048 if jax.default_backend() == "cpu" else 8192)
     a = jax.random.normal(jax.random.key(0), (n, n), dtype)  # random data: GPUs clock lower on it
@@ -292,7 +292,7 @@ def traced_flops(fn, *args) -> float:
     of a lowering is unavailable on the GPU plugin. On the CPU the two agree within 0.05% for
     ViViT's forward pass and training step. Traced with bias gradients as reductions
     (`layers.BIAS_GRADIENT_IN_MATMUL = False`): the model's work, on every backend, without the
-    ones column a CPU's kernel-gradient matmuls carry (+0.9% FLOPs for the (b) training step).
+    ones column a CPU's kernel-gradient matmuls carry (+0.9% FLOPs for preset b's training step).
     """
     saved = layers.BIAS_GRADIENT_IN_MATMUL
     layers.BIAS_GRADIENT_IN_MATMUL = False
@@ -398,9 +398,9 @@ class PeerProcess:
     (`--malloc`, `--keep-freed-memory`), the peer under glibc's defaults: its environment is this
     one without the huge-page tunable, mimalloc's preload and options. `malloc="mimalloc"` gives
     the peer vivit_jax's mimalloc instead (`--peer-malloc=mimalloc`), to show what the allocator
-    alone is worth to it. In one shared process, glibc's huge-page tunable had made the peer
-    slower ((a) train 288 -> 328 ms) and its steps bimodal; and neither framework pays for the
-    other's use of memory any more.
+    alone is worth to it. Why a process of its own: in one shared process, glibc's huge-page
+    tunable (set for vivit_jax) made the peer slower and its steps bimodal, and each framework
+    paid for the other's use of memory.
     """
 
     name = TorchRunner.name
@@ -464,12 +464,11 @@ def measure(
 
     Each timed block starts after `settle` idle seconds, a precaution: both frameworks' worker
     threads may keep spinning for a while after their work (OpenMP's and Eigen's wait
-    policies), which would be charged to whichever runner comes next. (Not shown to matter
-    here: the bimodal step times once seen in this benchmark came from glibc's huge-page
-    tunable with both frameworks in one process, see experiments/README.md.) Each timed block
-    also follows `lead_in` untimed steps of its runner: a step that comes straight after the
-    other framework's pays for the caches (and, when both shared one process, the memory) that
-    framework used (vivit_jax's first step after the peer's measured up to 50% slower on (c)).
+    policies), which would be charged to whichever runner comes next (not shown to matter:
+    bimodal step times came from glibc's huge-page tunable with both frameworks in one
+    process). Each timed block also follows `lead_in` untimed steps of its runner: a step that
+    comes straight after the other framework's pays for the caches (and, in one shared process,
+    the memory) that framework used (measured: up to 50% slower on preset c).
     """
     for r in runners:
         for _ in range(warmup):

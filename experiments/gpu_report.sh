@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #8's GPU figures, for short leases of one GPU (bf16, 32x224^2, ViViT-B), in stages:
+# The GPU figures of experiments/README.md (bf16, 32x224^2, ViViT-B) on one GPU, in stages:
 #   cudnn-tests       the cuDNN flash-attention tests (fused == einsum, cuDNN really called, odd
 #                     lengths, remat), each under its own time limit where pytest-timeout is
 #                     installed (the GPU image has it),
@@ -15,10 +15,10 @@
 #   m1-fused-remat    the same with remat,
 #   m1-einsum         einsum (XLA) attention for Model 1 at batch 8, the baseline of m1-fused.
 # Each stage runs under a time limit and the whole under BUDGET seconds (default 540), in this
-# order; STAGES="name ..." runs only those (a lease's device time holds about 520 s of stages,
-# so two or three leases cover them all). What a stage prints goes to
-# OUTDIR/log.txt, its figures to OUTDIR/*.json (at most 8 files: what a lease brings back).
-# Costs seen on an H200 (2026-11-26, stop 17): every ViViT-B process compiles the state's
+# order; STAGES="name ..." runs only those (all of them need two or three calls of the default
+# budget). What a stage prints goes to OUTDIR/log.txt, its figures to OUTDIR/*.json (at most 8
+# files, so a short remote run can bring them all back).
+# Costs measured on an H200 (2026-11-26): every ViViT-B process compiles the state's
 # initialisation for ~30 s (threefry for 89 M parameters) before the ~18 s compile of its
 # training step; each compile-only probe of memory_limits.py takes 18-35 s; a cuDNN test 10-20 s.
 #
@@ -75,7 +75,7 @@ stage cudnn-tests 200 env JAX_PLATFORMS="${JAX_PLATFORMS:-cuda}" VIVIT_JAX_REPOR
   -k "cudnn_on_a_gpu or odd_lengths"
 stage init-compile 150 $py experiments/init_compile.py --variant=spacetime "${model[@]}" \
   --frames="$frames"
-# From 96 clips: on an H200 (stop 17) Model 1's compiled peak was 34.6 / 68.0 / 122.6 / 125.6 GiB
+# From 96 clips: on an H200 Model 1's compiled peak was 34.6 / 68.0 / 122.6 / 125.6 GiB
 # at batch 32 / 64 / 120 / 128 and the factorised encoder's 35.0 / 68.6 / 119.0 at 32 / 64 / 112.
 stage m1-largest-batch 240 $py experiments/memory_limits.py --search=batch --variant=spacetime \
   "${model[@]}" --frames="$frames" --attention=fused --start=96 --granularity=8 "${limits[@]}" \

@@ -3,7 +3,7 @@
     python experiments/init_compile.py --variant=spacetime --size=B --frames=32 --resolution=224
 
 Every training process (and every benchmark runner) first jits `train._init_state`: the
-model's random initialisation and the optimiser's zeros. On an H200 (stop 17) that compile took
+model's random initialisation and the optimiser's zeros. On an H200 that compile took
 ~30 s for ViViT-B, longer than the training step's own (~18 s): the program is threefry code for
 each of the ~150 parameter arrays (7.2 MB of HLO text; 7.6 s to compile on a 2-core CPU). JAX's
 `jax_threefry_gpu_kernel_lowering` lowers threefry to one GPU kernel instead ("faster compile

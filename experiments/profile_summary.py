@@ -3,7 +3,7 @@
     python experiments/profile_summary.py TRACE_DIR_OR_XPLANE_PB [--top=15]
 
 `benchmark.py --profile` traces a few training steps of each runner and prints this summary
-(and keeps it in its JSON), so that one short GPU lease says what share of a step goes to
+(and keeps it in its JSON), so that one short GPU run says what share of a step goes to
 matrix multiplies, to attention kernels and to everything else (XLA's element-wise and
 reduction fusions: layer norms, GELU, softmax, casts, the optimiser update). Reads the trace with
 `jax.profiler.ProfileData` (no TensorFlow, no TensorBoard: the GPU image has neither plugin).

@@ -20,15 +20,15 @@ classes of EPIC-Kitchens-100's `EPIC_100_train.csv`); `multi_label=True` turns t
 such records (`label=[noun, 300 + verb]`). EK-100's test labels are not public, so the multi-view
 test runs on the validation split (9,668 segments, as Scenic's `test` table).
 
-Recipe (paper, REFERENCE §6): 32 frames at stride 1, 224² crops from 256 px short sides, scale
+Recipe (the paper's appendix): 32 frames at stride 1, 224² crops from 256 px short sides, scale
 jitter, RandAugment 2 layers magnitude 15, mixup α 0.1, label smoothing 0.2, stochastic depth
 0.2, SGD momentum, base learning rate 0.5, 50 epochs; test 4 clips × 3 crops. Initialised from
 the ImageNet-21k ViT-L/16 (`--config.init_from.checkpoint_path=...`); Scenic's comment suggests
 a Kinetics checkpoint as the alternative (e.g. its K400 ViViT-L FE file).
 
-Should reach (paper Table 8 / Scenic's released EK checkpoint): action top-1 44.0 / 43.6%
-(REFERENCE §7); not measured here (no EPIC data on this machine). Cost: about 1 TFLOP per
-32×224² view (ViViT-L FE, REFERENCE §7).
+Should reach (paper Table 8 / Scenic's released EK checkpoint): action top-1 44.0 / 43.6%;
+not measured with this code. Cost: about 1 TFLOP per 32×224² view (ViViT-L FE, a multiply-add
+counted as one FLOP).
 
 Differs from Scenic's `epic_kitchens/vivit_large_factorised_encoder.py`, which does not parse (a
 comment line without `#` in `init_from`) and would not run (no `num_classes` for its DMVR

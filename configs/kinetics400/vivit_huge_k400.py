@@ -8,7 +8,7 @@ r"""ViViT-H/14x2 Model 1 (spatio-temporal attention) on Kinetics-400, from a ViT
 
 Should reach: the paper reports ViViT-H/14x2 only initialised from JFT-300M (Table 6), a
 checkpoint that was never released; from the public ImageNet-21k ViT-H/14 expect less. Scenic
-has no config for it; the recipe here is the paper's Kinetics one (REFERENCE §6).
+has no config for it; the recipe here is the paper's Kinetics one (its appendix).
 Cost: 636.95 M parameters, 3980.9 GFLOPs per 32×224² view. Training ≈ 1.5e20 FLOPs: roughly
 290 GPU-hours at a sustained 150 TFLOP/s (an estimate, not measured). Attention over 4096 tokens
 is the memory bottleneck, so `model.remat` is on here (same numerics); for more speed add

@@ -10,7 +10,7 @@ builder for Moments in Time and Scenic no config, so the table names are ours (o
 `--config.dataset_configs.tables.train=...`). The test labels are not public: the multi-view test
 runs on the validation split. 3-second clips: 32 frames at stride 2, 224² crops, Kinetics'
 augmentation (scale jitter, flip, colour jitter), 4 clips × 3 crops at test.
-Recipe (paper, REFERENCE §6): base learning rate 0.25, 10 epochs, no RandAugment, stochastic
+Recipe (the paper's appendix): base learning rate 0.25, 10 epochs, no RandAugment, stochastic
 depth, label smoothing or mixup. L_t = 4 is our reading of the paper (its factorised-encoder
 default; only the released Kinetics models have 24) —
 `--config.model.temporal_transformer.num_layers=24` gives the Kinetics variant.

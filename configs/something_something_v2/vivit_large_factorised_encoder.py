@@ -15,9 +15,9 @@ Scenic). SSv2 videos are 240 px high, so `--config.dataset_name=something_someth
 (stride 1), short side 288, 256² crops (16 × 16 patches, so the ViT position embeddings are
 resized from 14 × 14), no horizontal flip (left/right is in the label) and no colour jitter;
 RandAugment 2 layers at magnitude 20, mixup α 0.3, label smoothing 0.3, stochastic depth 0.3;
-35 epochs at base learning rate 0.5 (paper, REFERENCE §6).
+35 epochs at base learning rate 0.5 (the paper's appendix).
 
-Should reach (paper, Table 6): 65.9% top-1 (REFERENCE §7). Scenic released no SSv2 checkpoint.
+Should reach (paper, Table 6): 65.9% top-1. Scenic released no SSv2 checkpoint.
 Cost: 354.73 M parameters, 1304.8 GFLOPs per 32×256² view. 35 epochs of 168,913 videos ≈
 4.6e19 training FLOPs: roughly 86 GPU-hours at a sustained 150 TFLOP/s (an estimate, not
 measured).
