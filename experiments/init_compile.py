@@ -2,7 +2,7 @@
 
     python experiments/init_compile.py --variant=spacetime --size=B --frames=32 --resolution=224
 
-Every training process (and every benchmark runner) first jits `train._init_state`: the
+Every training process (and every benchmark runner) first jits `experiment.init_state`: the
 model's random initialisation and the optimiser's zeros. On an H200 that compile took
 ~30 s for ViViT-B, longer than the training step's own (~18 s): the program is threefry code for
 each of the ~150 parameter arrays (7.2 MB of HLO text; 7.6 s to compile on a 2-core CPU). JAX's
@@ -29,13 +29,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import benchmark  # noqa: E402  (experiments/, beside this file)
 
-from vivit_jax import train  # noqa: E402
+from vivit_jax import experiment  # noqa: E402
 from vivit_jax.models import SIZES, create_model  # noqa: E402
 
 
 def time_init(model, input_shape, kernel_lowering: bool) -> dict:
     """Seconds to lower, compile and run the state's initialisation, and its parameters."""
-    init = jax.jit(functools.partial(train._init_state, model, optax.adamw(1e-4), input_shape))
+    init = jax.jit(functools.partial(experiment.init_state, model, optax.adamw(1e-4), input_shape))
     option = "jax_threefry_gpu_kernel_lowering"  # a config option; no public context manager
     before = getattr(jax.config, option)
     jax.config.update(option, kernel_lowering)

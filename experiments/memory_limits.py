@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import benchmark  # noqa: E402
 
-from vivit_jax import cpu_tuning, steps, train  # noqa: E402
+from vivit_jax import backends, experiment, steps  # noqa: E402
 from vivit_jax.models import SIZES, create_model  # noqa: E402
 
 
@@ -69,7 +69,7 @@ class Case:
 
     def abstract_inputs(self, x: int):
         shape = self.shape(x)
-        init = functools.partial(train._init_state, self.model, self.tx, shape[1:])
+        init = functools.partial(experiment.init_state, self.model, self.tx, shape[1:])
         batch = dict(
             inputs=jax.ShapeDtypeStruct(shape, jnp.float32),
             label=jax.ShapeDtypeStruct(shape[:1], jnp.int32),
@@ -81,7 +81,9 @@ class Case:
     def compile(self, x: int):
         """(compiled train step, peak bytes by XLA's buffer assignment) for size x."""
         fn = jax.jit(  # compiled as train.py compiles it
-            self._step(self.model), donate_argnums=0, compiler_options=cpu_tuning.compiler_options()
+            self._step(self.model),
+            donate_argnums=0,
+            compiler_options=backends.for_platform().compiler_options,
         )
         compiled = fn.lower(*self.abstract_inputs(x)).compile()
         m = compiled.memory_analysis()

@@ -75,9 +75,7 @@ def build_experiment(config, *, mesh, dataset, backend: Backend = PLAIN) -> Expe
     tx = optim.create_optimizer(config, schedule)
     init_rng, train_rng = jax.random.split(jax.random.key(config.rng_seed))
 
-    abstract_state = jax.eval_shape(
-        functools.partial(_init_state, model, tx, input_shape), init_rng
-    )
+    abstract_state = jax.eval_shape(functools.partial(init_state, model, tx, input_shape), init_rng)
     shardings = sharding.state_shardings(abstract_state, mesh, config.sharding.fsdp_min_size)
     return Experiment(
         config=config,
@@ -98,7 +96,8 @@ def build_experiment(config, *, mesh, dataset, backend: Backend = PLAIN) -> Expe
     )
 
 
-def _init_state(model, tx, input_shape, rng) -> steps.TrainState:
+def init_state(model, tx, input_shape, rng) -> steps.TrainState:
+    """A fresh `TrainState` of `model` on one clip of `input_shape` (what every jit initialises)."""
     dummy = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
     params = model.init({"params": rng}, dummy, train=False)["params"]
     return steps.TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params))
@@ -107,7 +106,7 @@ def _init_state(model, tx, input_shape, rng) -> steps.TrainState:
 def initial_state(exp: Experiment) -> steps.TrainState:
     """A fresh state, fine-tuned from `config.init_from.checkpoint_path` if set."""
     init = jax.jit(
-        functools.partial(_init_state, exp.model, exp.tx, exp.input_shape),
+        functools.partial(init_state, exp.model, exp.tx, exp.input_shape),
         out_shardings=exp.state_shardings,
     )
     state = init(exp.init_rng)

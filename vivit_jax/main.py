@@ -147,7 +147,8 @@ def _run() -> None:
     _initialize_distributed()
     from vivit_jax import backends
 
-    backend = backends.for_platform()
+    fused = _CONFIG.value.model.attention_implementation == "fused"
+    backend = backends.for_platform(fused=fused)
     if _MODE.value == "train":
         if _CHECKPOINT.value:
             raise app.UsageError(

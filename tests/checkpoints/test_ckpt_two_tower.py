@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from vivit_jax import checkpoints
-from vivit_jax.checkpoints import loading
-from vivit_jax.checkpoints import CheckpointError, convert
+from vivit_jax.checkpoints import CheckpointError, convert, loading
 
 
 @pytest.fixture(scope="module")

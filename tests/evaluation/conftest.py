@@ -11,7 +11,8 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tests.training.conftest import NUM_CLASSES, make_dataset, render, tiny_config  # noqa: F401
-from vivit_jax import config_lib, experiment, sharding
+from vivit_jax import config_lib, sharding
+from vivit_jax import experiment as experiment_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -67,18 +68,18 @@ def multiview_dataset_fn(num_test: int = 13, views: int = 3, repeat_video: int |
 
 
 def experiment(config, num_devices: int, dataset_fn):
-    """A `experiment.Experiment` on the first `num_devices` devices."""
+    """An `experiment.Experiment` on the first `num_devices` devices."""
     config = config_lib.complete_config(config)
     mesh = sharding.create_mesh(1, devices=jax.devices()[:num_devices])
     dataset = dataset_fn(config, mesh=mesh, start_step=0)
-    return experiment.build_experiment(config, mesh=mesh, dataset=dataset)
+    return experiment_lib.build_experiment(config, mesh=mesh, dataset=dataset)
 
 
 @pytest.fixture(scope="module")
 def random_params():
     """Random parameters of `tiny_config()`'s model (numpy)."""
     exp = experiment(tiny_config(), 1, multiview_dataset_fn())
-    params = jax.device_get(experiment.initial_state(exp).params)
+    params = jax.device_get(experiment_lib.initial_state(exp).params)
     head = params["output_projection"]  # Zero-initialised: make the logits differ.
     head["kernel"] = np.random.default_rng(0).normal(0, 1, head["kernel"].shape).astype(np.float32)
     return params

@@ -7,11 +7,11 @@ import pytest
 
 from tests.models.helpers import TINY_INPUT, randomize, tiny_config
 from vivit_jax.models import create_model
+from vivit_jax.models.attention import Attention
 from vivit_jax.models.factorised import (
     FactorizedSelfAttentionBlock,
     factorized_dot_product_attention,
 )
-from vivit_jax.models.attention import Attention
 from vivit_jax.models.layers import EncoderBlock
 
 B, T, S, D = 2, 4, 6, 16  # grid of 4 frames x 6 spatial positions

@@ -10,8 +10,8 @@ import pytest
 
 from tests.models.helpers import TINY_INPUT, randomize, tiny_config
 from vivit_jax.models import create_model
-from vivit_jax.models.factorised import factorized_dot_product_attention
 from vivit_jax.models.attention import Attention
+from vivit_jax.models.factorised import factorized_dot_product_attention
 from vivit_jax.models.layers import EncoderBlock
 
 

@@ -35,7 +35,7 @@ def test_benchmark_writes_every_runner_and_mode(tmp_path):
         "--steps=1",
         "--warmup=0",
         "--devices=1,2",
-        "--xla-cpu-options=both",
+        "--backend=both",
         "--last-block=cls,all",
         "--profile=1",
         f"--json={out}",
@@ -43,12 +43,12 @@ def test_benchmark_writes_every_runner_and_mode(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert set(report["matmul_peaks"]) == {"vivit_jax", "vivit_jax[jaxlib defaults]"}
+    assert set(report["matmul_peaks"]) == {"vivit_jax", "vivit_jax[cpu]"}
     assert report["matmul_peak_flops"] == max(report["matmul_peaks"].values()) > 0
     (row,) = report["rows"]
     runners = {
-        f"vivit_jax{options} last block: {last}{devices}"
-        for options in ("", "[jaxlib defaults]")
+        f"vivit_jax{backend} last block: {last}{devices}"
+        for backend in ("", "[cpu]")
         for last in ("cls", "all")
         for devices in ("", " x2 devices")
     }
@@ -60,7 +60,7 @@ def test_benchmark_writes_every_runner_and_mode(tmp_path):
             assert ("speedup_vs_peer" in m) == PEER
             profile = m["profile"]  # --profile=1: where this runner's kernel time went
             assert profile["steps"] == 1 and profile["kernel_s"] > 0
-            if "jaxlib defaults" not in name:  # YNNPACK's `ynn_fusion` kernels name no matmul
+            if "[cpu]" in name:  # jaxlib's YNNPACK `ynn_fusion` kernels name no matmul
                 assert profile["by_category"]["matmul"]["s"] > 0
             # Each runner's FLOPs are its own program's: the class-token-only last block less.
             other = row[mode][name.replace("last block: cls", "last block: all")]

@@ -50,8 +50,12 @@ def cpu_extra_installed() -> bool:
     return True
 
 
-def for_platform(platform: str | None = None) -> Backend:
-    """The backend for `platform` (default: JAX's default backend); see the module docstring."""
+def for_platform(platform: str | None = None, *, fused: bool = False) -> Backend:
+    """The backend for `platform` (default: JAX's default backend); see the module docstring.
+
+    `fused`: the model will use `attention_implementation='fused'`, so a backend that compiles
+    its attention kernel does so now rather than while the model is traced.
+    """
     if platform is None:
         import jax
 
@@ -71,4 +75,4 @@ def for_platform(platform: str | None = None) -> Backend:
         return PLAIN
     from vivit_jax.backends import cpu
 
-    return cpu.setup()
+    return cpu.setup(build_kernel=fused)

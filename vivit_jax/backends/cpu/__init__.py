@@ -32,14 +32,20 @@ def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     return einsum_attention(q, k, v)
 
 
-def setup() -> Backend:
-    """The CPU backend for this process: builds the kernel now (so that no trace runs the
-    compiler), keeps freed memory, and returns what the core takes."""
-    kernel = attention.available(jnp.float32)
+def setup(build_kernel: bool = True) -> Backend:
+    """The CPU backend for this process: keeps freed memory and returns what the core takes.
+
+    `build_kernel`: build (or load) the attention kernel now, so that no trace of a model runs
+    the compiler; models that use fused attention need it.
+    """
     tuning.keep_freed_memory("cpu")
+    if build_kernel:
+        kernel = "compiled kernel" if attention.available(jnp.float32) else "blocked (XLA)"
+    else:
+        kernel = "not used"
     logging.info(
-        "CPU backend: attention %s, XLA options %s, malloc %s.",
-        "compiled kernel" if kernel else "blocked (XLA)",
+        "CPU backend: fused attention %s, XLA options %s, malloc %s.",
+        kernel,
         tuning.compiler_options("cpu"),
         tuning.malloc_in_use(),
     )
