@@ -61,6 +61,7 @@ from vivit_jax.checkpoints.loading import (
     with_checkpoint_model,
 )
 from vivit_jax.checkpoints.train_state import checkpoint_dir
+from vivit_jax.data import augment
 from vivit_jax.metrics import top_k_correct
 from vivit_jax.workdir import check_workdir
 
@@ -93,7 +94,7 @@ def views_per_chunk(num_views: int, per_device: int) -> int:
 def multiview_step(params, batch, *, model, config) -> dict[str, jax.Array]:
     """Scores, loss and hits of one batch of videos `inputs` `[B, V, T, H, W, 3]` (or one view
     `[B, T, H, W, 3]`); `label`, `batch_mask` and `video_index` pass through."""
-    inputs = batch["inputs"]
+    inputs = augment.normalize(batch["inputs"], config.dataset_configs.zero_centering)
     if inputs.ndim == 5:
         inputs = inputs[:, None]
     b, v = inputs.shape[:2]

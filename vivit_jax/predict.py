@@ -45,7 +45,7 @@ from absl import flags, logging
 
 from vivit_jax import backends, config_lib, eval_results, evaluate, losses
 from vivit_jax.checkpoints import loading
-from vivit_jax.data.video_io import VideoDecodeError
+from vivit_jax.data.video_io import VIDEO_EXTENSIONS, VideoDecodeError
 
 
 def _define_flags(argv: list[str]) -> flags.FlagValues:
@@ -145,12 +145,9 @@ def read_class_names(path: str) -> list[str]:
 
 def _dataset_class_names(config) -> list[str] | None:
     try:
-        import tensorflow_datasets as tfds
+        from vivit_jax.data.sources import PreparedDataset
 
-        import vivit_jax.data.builders  # noqa: F401  (registers the builders)
-
-        builder = tfds.builder(config.dataset_name, data_dir=config.dataset_configs.data_dir)
-        return list(builder.info.features["label"].names)
+        return PreparedDataset(config.dataset_name, config.dataset_configs.data_dir).class_names()
     except Exception as e:  # noqa: BLE001 - names are a convenience.
         logging.info("No class names from dataset %r: %s", config.dataset_name, e)
         return None
@@ -300,7 +297,6 @@ def _one_line(e: BaseException, limit: int = 400) -> str:
 def _directory_videos(directory: str) -> tuple[list[str], str | None]:
     """The video files under `directory` (sorted), and why it counts as failed (else None):
     no video inside, or parts that could not be read."""
-    from vivit_jax.data.builders.kinetics import VIDEO_EXTENSIONS  # Imports TF: only when needed.
 
     found, problems = [], []
 

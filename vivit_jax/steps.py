@@ -19,6 +19,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from vivit_jax import losses
+from vivit_jax.data import augment as augment_lib
 from vivit_jax.metrics import EvalMetrics, TrainMetrics, argmax_correct, top_k_correct
 
 
@@ -51,6 +52,8 @@ class LossConfig:
       batch_sharding: Sharding of a batch's leading axis inside the step, or None.
       class_splits: Head sizes of the multi-head model (loss = mean of the heads' losses,
         accuracy = every head right), or None.
+      augment: What the step does to its uint8 inputs: normalisation, colour jitter,
+        RandAugment (`vivit_jax.data.augment`).
     """
 
     num_classes: int
@@ -61,6 +64,7 @@ class LossConfig:
     grad_accum_steps: int = 1
     batch_sharding: NamedSharding | None = None
     class_splits: tuple[int, ...] | None = None
+    augment: augment_lib.Augment = augment_lib.Augment()
 
     @classmethod
     def from_config(cls, config, num_classes: int, batch_sharding=None) -> LossConfig:
@@ -75,6 +79,7 @@ class LossConfig:
             class_splits=tuple(config.dataset_configs.class_splits)
             if config.model_name == "vivit_multihead_classification"
             else None,
+            augment=augment_lib.Augment.from_config(config.dataset_configs),
         )
 
 
@@ -106,12 +111,14 @@ def train_step(
     schedule,
     loss_config: LossConfig,
 ) -> tuple[TrainState, TrainMetrics]:
-    """One optimiser step on `batch` (`inputs`, `label`, `batch_mask`).
+    """One optimiser step on `batch` (`inputs` uint8 clips or normalised floats, `label`,
+    `batch_mask`): device augmentation (`loss_config.augment`), mixup, the loss, the update.
 
     Args:
       state: The train state (donated by the caller's jit).
       batch: Global batch; `label` int `[B]` or float `[B, C]`.
-      rng: The run's base key; this step uses `fold_in(rng, state.step)`.
+      rng: The run's base key; this step uses `fold_in(rng, state.step)` (augmentation, mixup,
+        dropout).
       model: The Flax module.
       tx: The optax transformation (including clipping).
       schedule: step → learning rate, for logging.
@@ -123,7 +130,9 @@ def train_step(
     c = loss_config
     rng = jax.random.fold_in(rng, state.step)
     mixup_rng, dropout_rng = jax.random.split(rng)
-    inputs = _constrain(batch["inputs"], c.batch_sharding)
+    inputs = augment_lib.augment_batch(
+        _constrain(batch["inputs"], c.batch_sharding), jax.random.fold_in(rng, 0xA06), c.augment
+    )
     mask = _constrain(batch["batch_mask"].astype(jnp.float32), c.batch_sharding)
     targets = losses.targets_from_labels(batch["label"], c.num_classes)
     if c.mixup_alpha:
@@ -184,7 +193,9 @@ def eval_step(
 ) -> EvalMetrics:
     """Summed (masked) validation metrics of one batch; padding rows have `batch_mask` 0."""
     c = loss_config
-    inputs = _constrain(batch["inputs"], c.batch_sharding)
+    inputs = augment_lib.normalize(
+        _constrain(batch["inputs"], c.batch_sharding), c.augment.zero_centering
+    )
     mask = _constrain(batch["batch_mask"].astype(jnp.float32), c.batch_sharding)
     logits = model.apply({"params": state.params}, inputs, train=False)
     targets = losses.targets_from_labels(batch["label"], c.num_classes)

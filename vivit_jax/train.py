@@ -5,12 +5,13 @@ explicit shardings, `train_step` is jitted once with the state donated, and the 
 delivers global batches split over 'data'. A run resumes from the latest checkpoint in
 `<workdir>/checkpoints` at the exact step (data position and rng are functions of the step).
 
-TensorFlow (the input pipeline, clu's TensorBoard writer) is imported inside the functions, so
-importing this module stays TF-free.
+Nothing here imports TensorFlow: the input pipeline and the TensorBoard writer
+(`vivit_jax.summaries`) are TF-free.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -31,6 +32,7 @@ from vivit_jax.checkpoints import train_state
 from vivit_jax.data import config as data_config
 from vivit_jax.experiment import Experiment
 from vivit_jax.metrics import summarize
+from vivit_jax.summaries import SummaryWriter
 from vivit_jax.workdir import WorkdirLock, check_workdir
 
 TRAIN_KEYS = ("inputs", "label", "batch_mask")
@@ -218,8 +220,6 @@ def train_and_evaluate(
 
 
 def _train_and_evaluate(config, workdir, mesh, ckpt, dataset_fn, backend) -> TrainResult:
-    from clu import metric_writers  # Imports TensorFlow (its summary writer).
-
     newest = ckpt.newest_meta() if ckpt else None
     start_step = newest[0] if newest else 0
     if newest:  # Before any data is read: refuse another experiment's workdir.
@@ -228,9 +228,7 @@ def _train_and_evaluate(config, workdir, mesh, ckpt, dataset_fn, backend) -> Tra
     exp = experiment.build_experiment(config, mesh=mesh, dataset=dataset, backend=backend)
     experiment.log_layout(exp)
     lead = jax.process_index() == 0
-    writer = metric_writers.create_default_writer(
-        workdir if (lead and config.write_summary) else None, just_logging=not lead
-    )
+    writer = SummaryWriter(workdir if (lead and config.write_summary) else None)
     try:
         state, start_step = _resume_or_init(exp, ckpt, start_step, dataset_fn, writer)
         # One compilation of the multi-view step for every test of this run (jit compiles lazily).
@@ -351,8 +349,6 @@ def _train_loop(
 ) -> TrainResult:
     """Steps `start_step + 1 .. total` with periodic summaries, evaluations, multi-view tests
     (`test_fn`, when `dataset_configs.do_multicrop_test`) and checkpoints."""
-    from clu import periodic_actions  # Imports TensorFlow.
-
     config, total = exp.config, exp.total_steps
     train_fn, eval_fn = compile_steps(exp)
     log_eval_steps = config.log_eval_steps or exp.steps_per_epoch
@@ -374,8 +370,7 @@ def _train_loop(
         dict(exp.mesh.shape),
     )
     result = TrainResult(state=state, step=start_step, train_history=[], eval_history=[])
-    # A "steps/s, % done, ETA" record (and the time share of eval / checkpoints) every minute.
-    report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer, every_secs=60)
+    report = _Timing()  # The time share of evaluations and checkpoints, in the summary line.
     periodic = _Periodic(exp, eval_fn, test_fn, writer, report, result, stop_signal)
     if config.eval_at_start and start_step == 0:
         periodic.evaluate(0, state)
@@ -386,7 +381,6 @@ def _train_loop(
         state, metrics = train_fn(state, {k: batch[k] for k in TRAIN_KEYS}, exp.train_rng)
         pending.append((step, metrics))
         result.state, result.step = state, step
-        report(step)
         if ckpt:
             ckpt.check()  # A failed asynchronous save stops the run at once, naming its step.
         if step % log_eval_steps == 0 or step == total:
@@ -401,7 +395,7 @@ def _train_loop(
         stop = step < total and stop_signal.should_stop(sync)
         if step % log_summary_steps == 0 or step == total or stop:
             _raise_if_nonfinite(pending, ckpt, last_saved)
-            summary = _train_summary(pending, last_log, step, total)
+            summary = _train_summary(pending, last_log, step, total, report.shares())
             last_log = (step, time.monotonic())
             writer.write_scalars(step, summary)
             result.train_history.append((step, summary))
@@ -472,7 +466,28 @@ class _Periodic:
         self.result.test_history.append((step, scalars))
 
 
-def _train_summary(pending, last_log, step: int, total: int) -> dict[str, float]:
+class _Timing:
+    """Seconds spent in evaluations, tests and checkpoints since the run started."""
+
+    def __init__(self):
+        self.start = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(self, name: str):
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - start
+
+    def shares(self) -> str:
+        wall = max(time.monotonic() - self.start, 1e-9)
+        parts = [f"{k} {100 * v / wall:.0f}%" for k, v in self.seconds.items() if v / wall >= 0.01]
+        return f" ({', '.join(parts)} of the time)" if parts else ""
+
+
+def _train_summary(pending, last_log, step: int, total: int, shares: str = "") -> dict[str, float]:
     merged = pending[0][1]
     for _, m in pending[1:]:
         merged = merged.merge(m)
@@ -483,7 +498,7 @@ def _train_summary(pending, last_log, step: int, total: int) -> dict[str, float]
     summary["train/steps_per_sec"] = steps_per_sec
     eta = (total - step) / max(steps_per_sec, 1e-9)
     logging.info(
-        "Step %d/%d (%.0f%%): loss %.4f, accuracy %.3f, lr %.3g, %.2f steps/s, ETA %s.",
+        "Step %d/%d (%.0f%%): loss %.4f, accuracy %.3f, lr %.3g, %.2f steps/s, ETA %s%s.",
         step,
         total,
         100 * step / total,
@@ -492,6 +507,7 @@ def _train_summary(pending, last_log, step: int, total: int) -> dict[str, float]
         summary["train/learning_rate"],
         steps_per_sec,
         _format_seconds(eta),
+        shares,
     )
     return summary
 

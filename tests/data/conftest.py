@@ -12,9 +12,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-import vivit_jax.data.sources  # noqa: F401  (registers the builders; TF off the GPU)
 from vivit_jax.data import build as build_lib
+from vivit_jax.data import builders
 from vivit_jax.data.video_io import write_video
+
+builders.register()  # The tests build datasets with the builders.
 
 K_CLASSES = ["abseiling", "cutting, chopping", "playing guitar"]  # one needs CSV quoting
 

@@ -34,6 +34,7 @@ _FINGERPRINT_SKIP = (
     "dataset_configs.data_dir",
     "dataset_configs.base_dir",
     "dataset_configs.num_parallel_calls",
+    "dataset_configs.num_workers",
     "dataset_configs.prefetch",
     "dataset_configs.prefetch_to_device",
     "dataset_configs.test_batch_size",

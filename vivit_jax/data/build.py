@@ -59,8 +59,10 @@ def build(
     """Builds `dataset`; returns the builder (with `build_reports` for the video datasets)."""
     import tensorflow_datasets as tfds
 
-    import vivit_jax.data.builders  # noqa: F401  (registers the builders)
+    from vivit_jax.data import builders
     from vivit_jax.data.builders import build_dir, names
+
+    builders.register()
 
     name = dataset if config is None else f"{dataset.split('/')[0]}/{config}"
     names.check_buildable(name)

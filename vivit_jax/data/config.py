@@ -76,8 +76,11 @@ def default_dataset_configs() -> ml_collections.ConfigDict:
     Splits and batching:
       train_split ('train'), eval_split ('validation'), test_split ('test').
       test_batch_size (None): videos per multi-view test batch; None = `config.eval_batch_size`.
-      num_parallel_calls (-1): parallel decode calls per process; -1: one per
-        schedulable core (TF without `autotune.initial_parallelism`: at most 16).
+      num_parallel_calls (-1): threads decoding and cropping clips in each process (Grain's
+        `ReadOptions.num_threads`); -1: one per schedulable core.
+      num_workers (0): worker processes that make the clips (Grain's `mp_prefetch`), each with
+        `num_parallel_calls` threads; 0: in the training process. For accelerator hosts whose
+        input needs more cores than threads of one process can use.
       prefetch (2): batches prepared ahead on the host (>= 0).
     Sources:
       data_dir (None): TFDS data directory; None = TFDS's default (~/tensorflow_datasets).
@@ -112,6 +115,7 @@ def default_dataset_configs() -> ml_collections.ConfigDict:
             "test_split": "test",
             "test_batch_size": None,
             "num_parallel_calls": -1,
+            "num_workers": 0,
             "prefetch": 2,
             "data_dir": None,
             "base_dir": None,
@@ -213,7 +217,13 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
         cfg.num_parallel_calls == -1 or cfg.num_parallel_calls >= 1,
         "num_parallel_calls",
         cfg.num_parallel_calls,
-        "must be -1 (autotune) or >= 1.",
+        "must be -1 (one thread per core) or >= 1.",
+    )
+    _check(
+        isinstance(cfg.num_workers, int) and cfg.num_workers >= 0,
+        "num_workers",
+        cfg.num_workers,
+        "must be a number of worker processes >= 0.",
     )
     _check(
         isinstance(cfg.prefetch, int) and not isinstance(cfg.prefetch, bool) and cfg.prefetch >= 0,
@@ -229,8 +239,8 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
     )
 
 
-# Bytes per value of the input batches on the host (float32).
-INPUT_BYTES = 4
+# Bytes per value of the input batches on the host (uint8).
+INPUT_BYTES = 1
 
 
 def _available_memory() -> tuple[int, str] | None:
@@ -278,19 +288,20 @@ def check_host_memory(config, process_count: int = 1) -> None:
         ("config.eval_batch_size", config.eval_batch_size or config.batch_size, 1),
         ("dataset_configs.test_batch_size", test_batch, views),
     ]
+    held = cfg.prefetch + 1  # The batches prepared ahead, and the one being handed over.
     for key, batch, per_video in batches:
         per_host = max(1, -(-int(batch) // max(process_count, 1)))
-        need = per_host * per_video * clip
+        need = per_host * per_video * clip * held
         if need <= free:
             continue
         views_text = f" × {per_video} views" if per_video > 1 else ""
         raise ValueError(
-            f"One input batch of {key}={batch} ({per_host} per host){views_text} × "
+            f"The input batches of {key}={batch} ({per_host} per host){views_text} × "
             f"dataset_configs.num_frames={cfg.num_frames} frames × "
-            f"{cfg.crop_size}×{cfg.crop_size} (dataset_configs.crop_size) × 3 channels × "
-            f"{INPUT_BYTES} bytes is {_gib(need)}, more than the {_gib(free)} this process can "
-            f"still allocate ({what}). Lower dataset_configs.num_frames, "
-            f"dataset_configs.crop_size or {key}."
+            f"{cfg.crop_size}×{cfg.crop_size} (dataset_configs.crop_size) × 3 channels, "
+            f"{held} at a time (dataset_configs.prefetch={cfg.prefetch} + 1), take "
+            f"{_gib(need)}: more than the {_gib(free)} this process can still allocate ({what})."
+            f" Lower dataset_configs.num_frames, dataset_configs.crop_size or {key}."
         )
 
 

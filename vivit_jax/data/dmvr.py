@@ -7,9 +7,9 @@ Format (what Scenic's `video_tfrecord_dataset` reads):
 Files come from `base_dir` + `tables[split]`, where a table is 'name@N' (shards
 'name-00000-of-0000N'), one file, or a list of files.
 
-Records are parsed in Python so that a record not in this format fails with an error naming
-the file, the record number in it and the feature that is missing or of the wrong type, instead
-of TensorFlow's anonymous parse error.
+Records are parsed in Python with the protobuf runtime (`vivit_jax.data.protos`, no
+TensorFlow), so that a record not in this format fails with an error naming the file, the record
+number in it and the feature that is missing or of the wrong type.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import tensorflow as tf
+from etils import epath
 
-from vivit_jax.data.records import RecordIndex, expand_shard_spec
+from vivit_jax.data import protos
+from vivit_jax.data.records import RecordIndex, RecordWriter, expand_shard_spec
 
 FRAMES_KEY = "image/encoded"
 LABEL_KEY = "clip/label/index"
@@ -61,7 +62,7 @@ def parse(raw: bytes, where: str, with_frames: bool = True):
       RecordFormatError: naming `where` and the missing or mismatched feature.
     """
     try:
-        seq = tf.train.SequenceExample.FromString(raw)
+        seq = protos.SequenceExample.FromString(raw)
     except Exception as e:  # noqa: BLE001 - protobuf raises several types.
         raise RecordFormatError(f"{where}: not a tf.train.SequenceExample ({e}).") from None
     context = seq.context.feature
@@ -138,7 +139,7 @@ class DmvrSource:
     """
 
     def __init__(self, files: list[str]):
-        missing = [f for f in files if not tf.io.gfile.exists(f)]
+        missing = [f for f in files if not epath.Path(f).exists()]
         if missing:
             raise FileNotFoundError(
                 f"DMVR record files not found: {missing[:5]}{' ...' if len(missing) > 5 else ''}"
@@ -170,10 +171,10 @@ def write_records(path: str, examples, num_shards: int = 1) -> str:
     """
     spec = f"{path}@{num_shards}" if num_shards > 1 else path
     files = expand_shard_spec(spec)
-    writers = [tf.io.TFRecordWriter(f) for f in files]
+    writers = [RecordWriter(f) for f in files]
     try:
         for i, ex in enumerate(examples):
-            seq = tf.train.SequenceExample()
+            seq = protos.SequenceExample()
             labels = ex["label"] if isinstance(ex["label"], list | tuple) else [ex["label"]]
             seq.context.feature[LABEL_KEY].int64_list.value.extend(int(x) for x in labels)
             if ex.get("text") is not None:

@@ -17,6 +17,10 @@ from PIL import Image
 JPEG_MAX_SIDE = 65535
 
 
+# The video files the builders and `predict` look for (in any letter case).
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+
+
 class VideoDecodeError(Exception):
     """The file could not be decoded into at least one frame, or its frames cannot be stored."""
 

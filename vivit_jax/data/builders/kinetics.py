@@ -26,8 +26,7 @@ from vivit_jax.data.builders.common import (
     video_configs,
     video_features,
 )
-
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+from vivit_jax.data.video_io import VIDEO_EXTENSIONS
 
 # Split → names the CSV and the video folder may have (DeepMind: validate.csv; CVDF mirror:
 # annotations/val.csv and val/).

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from vivit_jax.data.ops import fold
+from tests.data.tf_reference_ops import fold
 
 _MAX_LEVEL = 10.0
 _REPLACE = 128
