@@ -8,7 +8,6 @@ import time
 import jax
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from vivit_jax.data import clips, get_dataset, host_ops, pipeline
 from vivit_jax.data import config as data_config

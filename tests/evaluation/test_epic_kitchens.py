@@ -169,4 +169,4 @@ def test_single_video_views_are_the_pipelines(ek_records):
     for row in range(2):
         frames = source.get(int(batch["video_index"][row]))[0]
         views = video_test_views(frames, config.dataset_configs)
-        np.testing.assert_allclose(views, batch["inputs"][row], atol=1e-6)
+        np.testing.assert_array_equal(views, batch["inputs"][row])

@@ -56,6 +56,7 @@ def test_predict_prints_top5_names_and_time(tmp_path, capsys, workdir):
 
 def test_prediction_is_the_softmax_of_the_averaged_view_logits(tmp_path):
     from tests.evaluation.conftest import load_config
+    from vivit_jax.data.augment import normalize
     from vivit_jax.data.pipeline import video_test_views
     from vivit_jax.data.video_io import decode_video
 
@@ -69,7 +70,9 @@ def test_prediction_is_the_softmax_of_the_averaged_view_logits(tmp_path):
     result = predictor(video, top_k=8)
     assert result.num_views == 9
     views = video_test_views(decode_video(video, 20).frames, predictor.config.dataset_configs)
-    logits = np.asarray(model.apply({"params": params}, views, train=False)).mean(0)
+    assert views.dtype == np.uint8
+    inputs = normalize(views, predictor.config.dataset_configs.zero_centering)
+    logits = np.asarray(model.apply({"params": params}, inputs, train=False)).mean(0)
     want = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     got = dict(result.top[None])
     names = predictor.class_names

@@ -7,7 +7,6 @@ others of the session. The reference run (one process, 8 devices) is built once 
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import socket
@@ -185,15 +184,9 @@ def reference_run(session_dir, launcher):
 
 def read_losses(workdir: str) -> dict[int, float]:
     """`{step: train/loss}` from the TensorBoard event files in `workdir`."""
-    import tensorflow as tf
+    from vivit_jax.summaries import read_scalars
 
-    losses = {}
-    for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag == "train/loss":
-                    losses[event.step] = float(tf.make_ndarray(value.tensor))
-    return losses
+    return read_scalars(workdir, "train/loss")
 
 
 def final_params(workdir: str, step: int = 6):
