@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 
 from tests.data.video_fixtures import raw_examples, saved_report, write_clip
 from vivit_jax.data import build as build_lib
-from vivit_jax.data.builders import video_folder
+from vivit_jax.data.builders import names, video_folder
 
 
 def build(tmp_path, manual, config="short32"):
@@ -236,3 +236,34 @@ def test_hmdb51_split_lists_make_layout_b(tmp_path):
     (splits / "shoot_ball_test_split1.txt").write_text("s1.avi train\n")
     with pytest.raises(ValueError, match="shoot_ball_test_split1.txt line 1: 's1.avi train'"):
         video_folder.hmdb51_split_lists(str(splits), str(out))
+
+
+def test_video_folder_cli_builds_layout_b_and_writes_the_report(split_lists, tmp_path, capsys):
+    build_lib.main(
+        [
+            "--dataset=video_folder",
+            "--config=short32",
+            f"--manual_dir={split_lists}",
+            f"--data_dir={tmp_path}",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "split train: wrote 2 of 5 annotated videos." in out
+    assert "skipped 1 missing files: Zumba/gone.avi" in out
+    assert "Skipped-file report: " in out and "video_folder/short32/1.0.0" in out
+
+
+@pytest.mark.parametrize(
+    "name, registered_as",
+    [
+        ("video_folder", "VideoFolder"),
+        ("epic_kitchens_100", "EpicKitchens100"),
+        ("moments_in_time", "MomentsInTime"),
+    ],
+)
+def test_new_builders_are_registered_listed_and_suggested(name, registered_as):
+    assert tfds.builder_cls(name).__name__ == registered_as
+    assert name in names.DATASETS
+    names.check_buildable(f"{name}/short32")
+    with pytest.raises(names.UnknownDatasetError, match=f"Did you mean {name}"):
+        names.check_buildable(name.replace("_", "-") + "x")

@@ -1,8 +1,8 @@
 """Small real videos in the codecs the builders meet, and readers of what a build wrote.
 
-`write_clip` writes h264 (.mp4, .mov), vp9 (.webm, .mkv), mpeg4 or mjpeg (.avi); `gray_clip`
-frames carry their own index as their gray level, so that a test can tell which frames of a
-video an example holds.
+`write_clip` writes h264 (.mp4, .mov), vp9 (.webm, .mkv), mpeg4 or mjpeg (.avi); `index_clip`
+frames carry their own index in their colour, so that a test can tell which frames of a video an
+example holds.
 """
 
 from __future__ import annotations
@@ -45,23 +45,36 @@ def write_clip(
     return path
 
 
-GRAY_BASE, GRAY_STEP = 8, 4
+BASE, STEP, PER = 8, 8, 30  # k < PER * PER
 
 
-def gray_clip(path, num_frames: int, fps: Fraction, size=(48, 64)) -> str:
-    """An h264 clip whose frame k is flat gray GRAY_BASE + GRAY_STEP * k (k < 60)."""
-    frames = np.stack(
-        [np.full((*size, 3), GRAY_BASE + GRAY_STEP * k, np.uint8) for k in range(num_frames)]
-    )
-    os.makedirs(os.path.dirname(os.fspath(path)), exist_ok=True)
-    write_video(os.fspath(path), frames, fps=fps)
-    return os.fspath(path)
+def index_clip(path, num_frames: int, fps: Fraction, size=(48, 64), gop: int = 12) -> str:
+    """An h264 clip whose frame k is gray: BASE + STEP * (k % PER) on its left half, BASE + STEP *
+    (k // PER) on its right half (gray survives YUV 4:2:0), a key frame every `gop` frames."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with av.open(path, "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.height, stream.width = size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"g": str(gop), "sc_threshold": "0"}  # no extra key frames
+        for k in range(num_frames):
+            frame = np.empty((*size, 3), np.uint8)
+            frame[:, : size[1] // 2] = BASE + STEP * (k % PER)
+            frame[:, size[1] // 2 :] = BASE + STEP * (k // PER)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
 
 
 def frame_index(jpeg: bytes) -> int:
-    """The k of a `gray_clip` frame, read back from its JPEG."""
-    mean = float(tf.io.decode_jpeg(jpeg).numpy().mean())
-    return round((mean - GRAY_BASE) / GRAY_STEP)
+    """The k of an `index_clip` frame, read back from its JPEG."""
+    image = tf.io.decode_jpeg(jpeg).numpy().astype(float)
+    quarter = image.shape[1] // 4  # Away from the edge between the halves, which blurs.
+    low, high = image[:, :quarter].mean(), image[:, -quarter:].mean()
+    return round((low - BASE) / STEP) + PER * round((high - BASE) / STEP)
 
 
 def raw_examples(builder, split: str, key: str = "video_id") -> dict:

@@ -9,41 +9,36 @@ elsewhere in the 29.97 fps videos. Features: `video` (JPEG frames), `verb_label`
 `noun_label` (likewise, 300 from `noun_class`), `narration_id`, `video_id` (e.g. P01_01) and `fps`
 (the stream's rate, e.g. 59.94).
 
-Each video is decoded once, however many segments it has: frames are decoded in order, and
-each frame inside a segment is resized and encoded once and shared by the segments that hold it;
-a segment is written when the stream passes its stop, and decoding ends after the last segment.
-(Seeking to each segment's start instead decodes the overlaps and each seek's lead-in from the
-key frame again.) A segment that runs past its video's end is clipped to the end and kept
+Each video is decoded once, however many segments it has, and each frame inside a segment is
+encoded once (`segments.decode_segments`: one pass, seeking over long gaps between segments;
+measured against a seek per segment there); videos are decoded on `num_workers` threads. A
+segment that runs past its video's end is clipped to the end and kept
 (reported); a zero-length segment, one that starts after its video's end or holds no frame, a
 missing video and bad values are skipped, each counted and named in the build report.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import os
-import queue
 import re
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from fractions import Fraction
 
-import av
 import tensorflow_datasets as tfds
 from absl import logging
 
-from vivit_jax.data import video_io
 from vivit_jax.data.builders.common import (
     BuildReport,
-    Row,
     VideoFileBuilderMixin,
     read_csv,
     record,
     text_problem,
     video_configs,
+    video_features,
 )
 from vivit_jax.data.builders.kinetics import VIDEO_EXTENSIONS
+from vivit_jax.data.builders.segments import Segment, decode_segments, parallel_streams
 
 SPLIT_FILES = {
     "train": "EPIC_100_train.csv",
@@ -76,16 +71,12 @@ Then:
 
 
 @dataclasses.dataclass
-class Segment(Row):
-    """One action segment: `label` is the verb class, `noun` the noun class (-1: unlabelled);
-    `start`/`stop` in seconds as written in `start_text`/`stop_text`; `video_id` (P01_01)."""
+class ActionSegment(Segment):
+    """One action segment: `label` is the verb class, `noun` the noun class (-1: unlabelled),
+    `video_id` its video (P01_01)."""
 
     noun: int = -1
     video_id: str = ""
-    start: Fraction = Fraction(0)
-    stop: Fraction = Fraction(0)
-    start_text: str = ""
-    stop_text: str = ""
 
 
 def find_annotation(manual_dir: str, name: str) -> str | None:
@@ -155,7 +146,7 @@ def video_finder(manual_dir: str) -> Callable[[str, str], str | None]:
     return find
 
 
-def _parse_segment(rec: dict, where: str, labelled: bool, num_classes: dict) -> Segment:
+def _parse_segment(rec: dict, where: str, labelled: bool, num_classes: dict) -> ActionSegment:
     problems = []
     ids = {}
     for column in ("narration_id", "participant_id", "video_id"):
@@ -178,7 +169,7 @@ def _parse_segment(rec: dict, where: str, labelled: bool, num_classes: dict) -> 
             labels[feature], problem = parse_class(rec.get(column), column, num_classes[feature])
         problems.append(problem)
     problem = "; ".join(p for p in problems if p) or None
-    return Segment(
+    return ActionSegment(
         ids["narration_id"] or where,
         None,
         labels["verb_label"],
@@ -195,7 +186,7 @@ def _parse_segment(rec: dict, where: str, labelled: bool, num_classes: dict) -> 
 
 def split_rows(
     split: str, path: str, num_classes: dict[str, int], find_video: Callable
-) -> tuple[BuildReport, list[Segment]]:
+) -> tuple[BuildReport, list[ActionSegment]]:
     """The segments of one split's CSV (bad ones with their `problem`) and its report so far.
 
     Raises:
@@ -210,7 +201,7 @@ def split_rows(
     rows, first = [], {}
     for where, rec, problem in records:
         if rec is None:
-            rows.append(Segment(where, None, -1, problem=problem, where=where))
+            rows.append(ActionSegment(where, None, -1, problem=problem, where=where))
             continue
         row = _parse_segment(rec, where, labelled, num_classes)
         if row.problem is None:
@@ -225,162 +216,6 @@ def split_rows(
     return report, rows
 
 
-def _frame_time(frame, base: int, time_base, index: int, rate) -> Fraction:
-    if frame.pts is not None and time_base:
-        return Fraction(frame.pts - base) * time_base
-    return Fraction(index) / Fraction(rate) if rate else Fraction(index)
-
-
-def decode_segments(
-    path: str, segments: list[Segment], short_side: int | None, jpeg_quality: int
-) -> Iterator[tuple[Segment, video_io.DecodedVideo | None, str | None, str | None]]:
-    """Decodes `path` once; yields (segment, frames, problem, clipped) for each of `segments`.
-
-    `problem` is None (written), 'invalid' (the segment's `problem` says why) or why the video
-    could not be decoded; `clipped` says how a segment past the video's end was cut, or is None.
-    """
-    try:
-        container = av.open(path)
-    except Exception as e:  # noqa: BLE001 - PyAV raises many FFmpeg error types.
-        for seg in segments:
-            yield seg, None, f"cannot open ({type(e).__name__}: {e})", None
-        return
-    try:
-        if not container.streams.video:
-            for seg in segments:
-                yield seg, None, "no video stream", None
-            return
-        yield from _stream_segments(container, segments, short_side, jpeg_quality)
-    finally:
-        container.close()
-
-
-def _stream_segments(container, segments, short_side, jpeg_quality):
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    rate = stream.average_rate or stream.guessed_rate
-    fps = float(rate) if rate else 0.0
-    base = stream.start_time or 0
-    todo = collections.deque(sorted(segments, key=lambda s: (s.start, s.stop, s.key)))
-    active, frames = [], {}
-    size = out_size = None
-    last_t, error, index = None, None, 0
-
-    def done(seg, clipped=None, decode_error=None):
-        kept = frames.pop(seg.key)
-        return seg, video_io.DecodedVideo(kept, fps, size, decode_error), None, clipped
-
-    try:
-        for frame in container.decode(stream):
-            t = last_t = _frame_time(frame, base, stream.time_base, index, rate)
-            index += 1
-            for seg in [s for s in active if s.stop <= t]:
-                active.remove(seg)
-                yield done(seg)
-            while todo and todo[0].start <= t:
-                seg = todo.popleft()
-                if seg.stop <= t:
-                    seg.problem = f"no frame from {seg.start_text} to {seg.stop_text}"
-                    yield seg, None, "invalid", None
-                else:
-                    active.append(seg)
-                    frames[seg.key] = []
-            if not active:
-                if not todo:
-                    break  # The rest of the video is in no segment.
-                continue
-            if size is None:
-                size = (frame.height, frame.width)
-                out_size = video_io.check_jpeg_size(frame.height, frame.width, short_side)
-            rgb = frame.to_ndarray(
-                width=out_size[1], height=out_size[0], format="rgb24", interpolation="BILINEAR"
-            )
-            jpeg = video_io.encode_jpeg(rgb, jpeg_quality)
-            for seg in active:
-                frames[seg.key].append(jpeg)
-    except video_io.VideoDecodeError as e:  # Frames too large for JPEG: nothing can be kept.
-        for seg in active + list(todo):
-            yield seg, None, str(e), None
-        return
-    except Exception as e:  # noqa: BLE001 - keep what was decoded before the error.
-        error = f"{type(e).__name__}: {e}"
-    end = None if last_t is None else last_t + (1 / Fraction(rate) if rate else 0)
-    for seg in active:
-        clipped = None
-        if error is None and seg.stop > end:
-            clipped = f"stop {seg.stop_text} is after the video's end at {float(end):.3f} s"
-        yield done(seg, clipped, error)
-    for seg in todo:
-        if error is not None:
-            yield seg, None, f"a decode error before the segment ({error})", None
-        elif end is None:
-            yield seg, None, "no frames decoded", None
-        else:
-            seg.problem = (
-                f"start_timestamp {seg.start_text} is after the video's end at {float(end):.3f} s"
-            )
-            yield seg, None, "invalid", None
-
-
-def parallel_streams(fn: Callable[..., Iterable], items: Iterable, num_workers: int) -> Iterator:
-    """Everything the iterables `fn(item)` yield, `num_workers` items at a time on threads.
-
-    The order between items is not kept (TFDS orders examples by key); at most
-    2 * num_workers results wait to be consumed. An exception in `fn` is raised here.
-    """
-    if num_workers <= 1:
-        for item in items:
-            yield from fn(item)
-        return
-    results: queue.Queue = queue.Queue(maxsize=2 * num_workers)
-    stop = threading.Event()
-    pending = iter(items)
-    lock = threading.Lock()
-    finished = object()
-
-    def put(value) -> bool:
-        while not stop.is_set():
-            try:
-                results.put(value, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work():
-        try:
-            while not stop.is_set():
-                with lock:
-                    item = next(pending, finished)
-                if item is finished:
-                    break
-                for value in fn(item):
-                    if not put((None, value)):
-                        return
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it.
-            put((e, None))
-        finally:
-            put((finished, None))
-
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(num_workers)]
-    for thread in threads:
-        thread.start()
-    try:
-        running = len(threads)
-        while running:
-            error, value = results.get()
-            if error is finished:
-                running -= 1
-            elif error is not None:
-                raise error
-            else:
-                yield value
-    finally:  # Done, failed or interrupted: the workers stop at their next result.
-        stop.set()
-        for thread in threads:
-            thread.join()
-
-
 class EpicKitchens100(VideoFileBuilderMixin, tfds.core.GeneratorBasedBuilder):
     """EPIC-KITCHENS-100 action segments: 97 verb and 300 noun classes (egocentric, 50-60 fps)."""
 
@@ -391,18 +226,17 @@ class EpicKitchens100(VideoFileBuilderMixin, tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
 
     def _info(self) -> tfds.core.DatasetInfo:
+        common = video_features()  # video, video_id (Text) and fps as every builder has them
         return self.dataset_info_from_configs(
             description=self.__doc__,
             features=tfds.features.FeaturesDict(
                 {
-                    "video": tfds.features.Video(
-                        shape=(None, None, None, 3), encoding_format="jpeg"
-                    ),
+                    "video": common["video"],
                     "verb_label": tfds.features.ClassLabel(),
                     "noun_label": tfds.features.ClassLabel(),
-                    "narration_id": tfds.features.Text(),
-                    "video_id": tfds.features.Text(),
-                    "fps": tfds.features.Scalar(dtype="float32"),
+                    "narration_id": common["video_id"],
+                    "video_id": common["video_id"],
+                    "fps": common["fps"],
                 }
             ),
             homepage="https://epic-kitchens.github.io/",
@@ -435,10 +269,10 @@ class EpicKitchens100(VideoFileBuilderMixin, tfds.core.GeneratorBasedBuilder):
                 generators[split] = self._split_generator(report, rows)
         return {split: g for split, g in generators.items() if g is not None}
 
-    def _generate_examples(self, report: BuildReport, rows: list[Segment]):
+    def _generate_examples(self, report: BuildReport, rows: list[ActionSegment]):
         report.rows = len(rows)
         self.build_reports[report.split] = report
-        by_video: dict[str, list[Segment]] = {}
+        by_video: dict[str, list[ActionSegment]] = {}
         for row in rows:
             if row.problem is not None or row.path is None:
                 record(report, row, None, "invalid" if row.problem else "missing")
@@ -446,8 +280,8 @@ class EpicKitchens100(VideoFileBuilderMixin, tfds.core.GeneratorBasedBuilder):
                 by_video.setdefault(row.path, []).append(row)
         config = self.builder_config
 
-        def decode(item):
-            return decode_segments(item[0], item[1], config.short_side, config.jpeg_quality)
+        def decode(item, stop):
+            return decode_segments(item[0], item[1], config.short_side, config.jpeg_quality, stop)
 
         for seg, video, problem, clipped in parallel_streams(
             decode, by_video.items(), self.num_workers
