@@ -55,6 +55,8 @@ def split_folders(tmp_path_factory):
     write_clip(root / "train/.ipynb_checkpoints/x.mp4", 2)  # a hidden folder is no class
     write_clip(root / "train/Basketball/extra/deep.mp4", 2)
     write_clip(root / "train/stray.mp4", 2)
+    write_clip(root / "train/jump/x.mp4", 2)
+    os.rename(root / "train/jump/x.mp4", os.fsencode(root / "train/jump") + b"/\xff.mp4")
     write_clip(root / "val/Basketball/v1.mp4", 3, seed=7)
     write_clip(root / "val/YoYo/v2.webm", 3, seed=8)
     (root / "val/Empty").mkdir()  # a class with no video still is one
@@ -106,13 +108,16 @@ def test_video_folder_split_folders_frames_fps_and_short_side(folders_built):
     assert all(len(ex["video"]) == 4 for k, ex in examples.items() if k.startswith("jump/"))
 
 
-def test_video_folder_split_folders_report_names_skips_and_ignored(folders_built, capsys):
+def test_video_folder_split_folders_report_names_skips_and_ignored(
+    folders_built, split_folders, capsys
+):
     report = folders_built.build_reports["train"]
     assert (report.rows, report.written) == (8, 7)
     assert list(report.undecodable) == ["Basketball/broken.avi"]
     assert report.ignored == {
         "stray.mp4": "not in a class folder",
         "Basketball/extra/deep.mp4": "in a sub-folder of class folder 'Basketball'",
+        "jump/\ufffd.mp4": "the name b'\\xff.mp4' is not UTF-8",
     }
     saved = saved_report(folders_built)
     assert saved["train"]["ignored"] == report.ignored
@@ -120,6 +125,7 @@ def test_video_folder_split_folders_report_names_skips_and_ignored(folders_built
     rebuilt = build_lib.build("video_folder/short32", data_dir=folders_built.tfds_dir)
     assert "already built" in capsys.readouterr().out
     assert rebuilt.info.splits["train"].num_examples == 7
+    assert rebuilt.info.metadata["manual_dir"] == str(split_folders)  # Which folder it is of.
 
 
 @pytest.fixture(scope="module")

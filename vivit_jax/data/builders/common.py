@@ -16,6 +16,8 @@ made one space in every split, and the names so changed are reported. A split wh
 no label at all (Kinetics' test.csv) is kept unlabelled (-1) and said to be so; train must have
 labels. A split none of whose rows can be used is left out of the dataset, and its report says
 so (TFDS cannot write an empty split; for train it is an error).
+Files in a video folder that are not part of its layout are reported as ignored, and segments
+cut at their video's end as clipped.
 
 The summary is logged at the end of each split and kept in `builder.build_reports[split]` (the
 CLI also writes it to `build_report.json` in the dataset directory). Videos are decoded by a pool

@@ -23,7 +23,10 @@ an empty list in a split without any labels); the class list is the sorted union
 all CSVs, and `builder.info.features["labels"].feature.names` holds it. The features depend on
 the config because TFDS fixes them before it reads the manual dir.
 
-`hmdb51_split_lists` writes HMDB51's official split files as layout (b)'s lists.
+Every dataset built this way is named `video_folder`: build each (UCF101, HMDB51, ...) into its
+own `--data_dir`, as a finished build is never redone; `info.metadata["manual_dir"]` says which
+folder a build was made from. `hmdb51_split_lists` writes HMDB51's official split files as layout
+(b)'s lists.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ Put your videos in the manual directory (`--manual_dir`) in one of these layouts
   multi-label (config multilabel_short<N>):  <manual_dir>/annotations/<split>.csv with a header
   `path,labels`, the path relative to <manual_dir>, the labels separated by ';'.
 
-Videos: .mp4 .avi .mkv .webm .mov. Then:
+Videos: .mp4 .avi .mkv .webm .mov. Then, with a data dir of its own for each dataset:
 
   python -m vivit_jax.data.build --dataset=video_folder --manual_dir=<manual_dir> --data_dir=<data_dir>
 """
@@ -109,6 +112,11 @@ def name_problem(name: str) -> str | None:
     except UnicodeEncodeError:
         return f"the name {name.encode('utf-8', 'surrogateescape')!r} is not UTF-8"
     return None
+
+
+def shown(name: str) -> str:
+    """`name` printable and storable in JSON: bytes that are not UTF-8 become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def relative_path(value: str) -> tuple[str | None, str | None]:
@@ -155,7 +163,7 @@ def scan_split_folder(folder: str) -> tuple[list[str], list[tuple[str, str]], di
             continue
         if not entry.is_dir():
             if is_video(entry.name):
-                ignored[entry.name] = "not in a class folder"
+                ignored[shown(entry.name)] = "not in a class folder"
             continue
         problem = name_problem(entry.name)
         for root, dirs, files in os.walk(entry.path):
@@ -165,11 +173,11 @@ def scan_split_folder(folder: str) -> tuple[list[str], list[tuple[str, str]], di
                     continue
                 rel = os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
                 if problem:
-                    ignored[rel] = f"class folder: {problem}"
+                    ignored[shown(rel)] = f"class folder: {problem}"
                 elif root != entry.path:
-                    ignored[rel] = f"in a sub-folder of class folder {entry.name!r}"
-                elif name_problem(name):
-                    ignored[rel] = name_problem(name)
+                    ignored[shown(rel)] = f"in a sub-folder of class folder {shown(entry.name)!r}"
+                elif name_problem(rel):
+                    ignored[shown(rel)] = name_problem(name)
                 else:
                     videos.append((rel, os.path.join(root, name)))
         if not problem:
@@ -380,11 +388,15 @@ class VideoFolder(VideoFileBuilderMixin, tfds.core.GeneratorBasedBuilder):
                 }
             )
         return self.dataset_info_from_configs(
-            description=self.__doc__, features=features, supervised_keys=("video", label_key)
+            description=self.__doc__,
+            features=features,
+            supervised_keys=("video", label_key),
+            metadata=tfds.core.MetadataDict(),  # manual_dir: which folder this build is of
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         manual_dir = os.fspath(dl_manager.manual_dir)
+        self.info.metadata["manual_dir"] = os.path.abspath(manual_dir)
         csvs = _present(os.path.join(manual_dir, "annotations"), ".csv")
         if self.builder_config.multilabel:
             if not csvs:
