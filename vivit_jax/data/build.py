@@ -5,8 +5,15 @@ r"""Builds a dataset in one command.
       --data_dir=/data/tfds [--config=short256] [--num_workers=16]
   python -m vivit_jax.data.build --dataset=something_something_v2 --manual_dir=/data/ssv2 \
       --data_dir=/data/tfds
+  python -m vivit_jax.data.build --dataset=video_folder --manual_dir=/data/my_videos \
+      --data_dir=/data/tfds            (class folders; video_folder/multilabel_short256: CSVs)
+  python -m vivit_jax.data.build --dataset=epic_kitchens_100 --manual_dir=/data/epic \
+      --data_dir=/data/tfds
+  python -m vivit_jax.data.build --dataset=moments_in_time --manual_dir=/data/mit \
+      --data_dir=/data/tfds
 
-`--dataset` may name a config ('kinetics400/short320', 'moving_shapes/tiny'). A dataset that
+`--dataset` may name a config ('kinetics400/short320', 'moving_shapes/tiny',
+'video_folder/multilabel_short256'). A dataset that
 is already built is left as it is (use --overwrite to rebuild). For the video datasets, the
 rows that were skipped (missing or undecodable files, bad annotation rows, each with its reason)
 are printed and written to `<data_dir>/<name>/<config>/<version>/build_report.json`. The partial
@@ -25,14 +32,15 @@ import time
 
 
 def _parse(argv):
+    from vivit_jax.data.builders.names import DATASETS
+
     parser = argparse.ArgumentParser(
         prog="python -m vivit_jax.data.build", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
         "--dataset",
         required=True,
-        help="moving_shapes, kinetics400, kinetics600, kinetics700, something_something_v2, "
-        "optionally with /<config>.",
+        help=f"{', '.join(DATASETS)}, optionally with /<config>.",
     )
     parser.add_argument(
         "--data_dir", default=None, help="TFDS data dir (default ~/tensorflow_datasets)."
@@ -42,7 +50,9 @@ def _parse(argv):
         default=None,
         help="Folder with the downloaded videos and annotations (default <data_dir>/downloads/manual).",
     )
-    parser.add_argument("--config", default=None, help="Builder config, e.g. short256 or tiny.")
+    parser.add_argument(
+        "--config", default=None, help="Builder config, e.g. short256, multilabel_short256 or tiny."
+    )
     parser.add_argument("--num_workers", type=int, default=None, help="Decoding threads.")
     parser.add_argument("--overwrite", action="store_true", help="Rebuild if already built.")
     return parser.parse_args(argv)

@@ -1,8 +1,10 @@
-"""What the video-file builders (Kinetics, SSv2) share: configs, features, decoding, reports.
+"""What the video-file builders (Kinetics, SSv2, Moments in Time, EPIC-KITCHENS-100, video
+folders) share: configs, features, decoding, reports.
 
-Every example has the same features: `video` (JPEG frames, short side resized at build time),
-`label` (ClassLabel with the real class names; -1 in a split that has no labels), `video_id` and
-`fps` (of the source file).
+Every example has `video` (JPEG frames, short side resized at build time) and `fps` (of the
+source file); the single-label builders also `label` (ClassLabel with the real class names; -1
+in a split that has no labels) and `video_id` (`video_features`). EPIC-KITCHENS-100 and the
+multi-label video folders have their own labels (see their modules).
 
 Dirty data never stops a build. Annotation files are read as UTF-8 with or without a byte-order
 mark. Every row that cannot be used is skipped and counted with its reason: a row whose file is
@@ -14,6 +16,8 @@ made one space in every split, and the names so changed are reported. A split wh
 no label at all (Kinetics' test.csv) is kept unlabelled (-1) and said to be so; train must have
 labels. A split none of whose rows can be used is left out of the dataset, and its report says
 so (TFDS cannot write an empty split; for train it is an error).
+Files in a video folder that are not part of its layout are reported as ignored, and segments
+cut at their video's end as clipped.
 
 The summary is logged at the end of each split and kept in `builder.build_reports[split]` (the
 CLI also writes it to `build_report.json` in the dataset directory). Videos are decoded by a pool
@@ -26,7 +30,9 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import csv
 import dataclasses
+import io
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -94,6 +100,45 @@ def text_problem(value: str, field: str) -> str | None:
     return None
 
 
+def read_csv(
+    path: str, required: tuple[str, ...]
+) -> tuple[list[str], list[tuple[str, dict | None, str | None]]]:
+    """A CSV with a header row (`read_text`): its columns and, per non-blank row after the header,
+    (where, record, problem).
+
+    `where` is '<file> line <n>' (the header being line 1, a quoted line break counted); `record`
+    maps each column to its value (a short row lacks the last columns), or is None when the row
+    is not CSV (`problem` says why; otherwise None). Header names are stripped.
+
+    Raises:
+      ValueError: the file is empty or its header lacks one of `required`.
+    """
+    file = os.path.basename(path)
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    columns, rows = None, []
+    while True:
+        where = f"{file} line {reader.line_num + 1}"  # The row starts after the previous one.
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            rows.append((where, None, f"not CSV ({e})"))
+            continue
+        if not any(v.strip() for v in values):
+            continue
+        if columns is None:
+            columns = [v.strip() for v in values]
+            for needed in required:
+                if needed not in columns:
+                    raise ValueError(f"{path}: no '{needed}' column (columns: {columns}).")
+            continue
+        rows.append((where, dict(zip(columns, values)), None))
+    if columns is None:
+        raise ValueError(f"{path}: empty file (no header row).")
+    return columns, rows
+
+
 def clean_label(label: str) -> str:
     """A class name without line breaks: whitespace runs (newline, tab, ...) become one space.
 
@@ -118,8 +163,9 @@ def video_features(class_names: list[str] | None = None) -> tfds.features.Featur
 @dataclasses.dataclass
 class Row:
     """One annotation row: `key` (video id), `path` (None when no file was found), `label`,
-    `problem` (a reason to skip it found while reading the annotations) and `where` (the file and
-    line or index the row came from)."""
+    `problem` (a reason to skip it found while reading the annotations), `where` (the file and
+    line or index the row came from) and `report_name` (how the report names the row's file;
+    default: the file's name, else `expected_name`, else `key`)."""
 
     key: str
     path: str | None
@@ -127,6 +173,7 @@ class Row:
     expected_name: str = ""
     problem: str | None = None
     where: str = ""
+    report_name: str = ""
 
 
 @dataclasses.dataclass
@@ -135,7 +182,9 @@ class BuildReport:
 
     `invalid` maps a row (file and line or index) to why its annotation is unusable; `duplicates`
     lists repeated rows (the first is used); `normalised` maps a label as written to the class
-    name it was read as.
+    name it was read as; `ignored` maps a file found in a video folder but not used (not part of
+    the dataset's layout) to why; `clipped` maps a segment that runs past its video's end, and was
+    kept up to that end, to how.
     """
 
     split: str
@@ -149,6 +198,8 @@ class BuildReport:
     invalid: dict[str, str] = dataclasses.field(default_factory=dict)
     duplicates: list[str] = dataclasses.field(default_factory=list)
     normalised: dict[str, str] = dataclasses.field(default_factory=dict)
+    ignored: dict[str, str] = dataclasses.field(default_factory=dict)
+    clipped: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def summary(self, max_names: int = 20) -> str:
         def names(items):
@@ -190,6 +241,13 @@ class BuildReport:
             lines.append(
                 f"  made whitespace in {len(self.normalised)} labels one space: {names(changed)}"
             )
+        if self.clipped:
+            lines.append(
+                f"  clipped {len(self.clipped)} segments at their video's end: "
+                f"{pairs(self.clipped)}"
+            )
+        if self.ignored:
+            lines.append(f"  ignored {len(self.ignored)} files: {pairs(self.ignored)}")
         return "\n".join(lines)
 
     def to_json(self) -> dict:
@@ -253,36 +311,34 @@ class VideoFileBuilderMixin(CleanBuildMixin, LocalCodePath):
         report.rows, report.built = len(rows), False
         self.build_reports[report.split] = report
         for row in rows:
-            _record(report, row, *self._decode_row(row)[1:])
+            record(report, row, *self._decode_row(row)[1:])
         if report.split == "train":
             raise ValueError(f"No train example can be built.\n{report.summary()}")
         logging.warning("%s %s", self.name, report.summary())
         print(f"[{self.name}] {report.summary()}", flush=True)
         return None
 
+    def _example(self, row: Row, video: video_io.DecodedVideo) -> dict:
+        """The features of one decoded row (a builder with other features overrides this)."""
+        return {"video": video.frames, "label": row.label, "video_id": row.key, "fps": video.fps}
+
     def _generate_from_rows(self, report: BuildReport, rows: list[Row]):
         """Yields the examples of `rows`; fills `report` (rows already holds the skipped ones)."""
         report.rows = len(rows)
         self.build_reports[report.split] = report
         for row, video, problem in ordered_parallel_map(self._decode_row, rows, self.num_workers):
-            if not _record(report, row, video, problem):
+            if not record(report, row, video, problem):
                 continue
-            yield (
-                row.key,
-                {
-                    "video": video.frames,
-                    "label": row.label,
-                    "video_id": row.key,
-                    "fps": video.fps,
-                },
-            )
+            yield row.key, self._example(row, video)
         logging.info("%s %s", self.name, report.summary())
         print(f"[{self.name}] {report.summary()}", flush=True)
 
 
-def _record(report: BuildReport, row: Row, video, problem: str | None) -> bool:
+def record(report: BuildReport, row: Row, video, problem: str | None) -> bool:
     """Counts one decoded (or skipped) row in `report`; True if it is to be written."""
-    name = os.path.basename(row.path) if row.path else row.expected_name or row.key
+    name = row.report_name or (
+        os.path.basename(row.path) if row.path else row.expected_name or row.key
+    )
     if problem == "missing":
         report.missing.append(name)
     elif problem == "invalid":

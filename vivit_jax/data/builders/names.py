@@ -11,7 +11,16 @@ import difflib
 from vivit_jax.data.config import DMVR_DATASET_NAMES
 
 # The TFDS builders of this package (`python -m vivit_jax.data.build --dataset=<name>`).
-DATASETS = ("moving_shapes", "kinetics400", "kinetics600", "kinetics700", "something_something_v2")
+DATASETS = (
+    "moving_shapes",
+    "kinetics400",
+    "kinetics600",
+    "kinetics700",
+    "something_something_v2",
+    "moments_in_time",
+    "epic_kitchens_100",
+    "video_folder",
+)
 
 # Short names people type, for the suggestion only.
 _ALIASES = {
@@ -22,6 +31,15 @@ _ALIASES = {
     "k600": "kinetics600",
     "k700": "kinetics700",
     "movingshapes": "moving_shapes",
+    "mit": "moments_in_time",
+    "momentsintime": "moments_in_time",
+    "epic": "epic_kitchens_100",
+    "epickitchens": "epic_kitchens_100",
+    "epickitchens100": "epic_kitchens_100",
+    "ek100": "epic_kitchens_100",
+    "videofolder": "video_folder",
+    "ucf101": "video_folder",
+    "hmdb51": "video_folder",
 }
 
 
