@@ -247,14 +247,14 @@ def test_build_frames_too_large_for_jpeg_are_a_skip_that_says_so(tmp_path):
 
 def test_build_unknown_dataset_name_is_a_short_message(tmp_path):
     with pytest.raises(ValueError) as raised:
-        sources._tfds_builder("kinetics401", str(tmp_path))
+        sources._prepared("kinetics401", str(tmp_path))
     message = str(raised.value)
     assert len(message.splitlines()) <= 3, message
     assert "config.dataset_name='kinetics401' is not a known dataset" in message
     assert "Did you mean kinetics400" in message and "video_tfrecord_dataset" in message
     assert "abstract_reasoning" not in message  # TFDS's catalogue.
     with pytest.raises(ValueError, match="Did you mean something_something_v2"):
-        sources._tfds_builder("ssv2", str(tmp_path))
+        sources._prepared("ssv2", str(tmp_path))
 
 
 @pytest.mark.parametrize(

@@ -183,7 +183,7 @@ class ClipMaker:
                 f"{self._where(index, position)}: label {int(stored)}{shifted} is outside "
                 f"[0, {self.num_classes}) ({self.num_classes} classes).{hint}"
             )
-        if not labels:
+        if not labels and not self.cfg.multi_label:  # Multi-label: no class is a label too.
             raise LabelError(f"{self._where(index, position)}: the example has no label.")
 
     def _where(self, index: int, position: int) -> str:

@@ -1,11 +1,12 @@
-"""`tf.train.Example` and `tf.train.SequenceExample` without TensorFlow.
+"""`tf.train.Example`, `tf.train.SequenceExample` and TensorBoard's `Event` without TensorFlow.
 
 The messages are built here from their schema (TensorFlow's `core/example/feature.proto` and
-`example.proto`: the same field numbers and types, hence the same wire format) with the
-protobuf runtime, in a descriptor pool of their own, so that they parse and serialise the
-records TensorFlow, TFDS and DMVR write. Why not TFDS's or TensorFlow's generated modules:
-importing either package is what the training process must not do (GPU images often have
-neither), and protobuf is all these messages need.
+`example.proto`, `core/util/event.proto` and `core/framework/summary.proto` — scalars only: the
+same field numbers and types, hence the same wire format) with the protobuf runtime, in a
+descriptor pool of their own, so that they parse and serialise the records TensorFlow, TFDS and
+DMVR write and the event files TensorBoard reads. Why not the generated modules of TFDS,
+TensorFlow or TensorBoard: importing those packages is what the training process must not do
+(GPU images often have none of them), and protobuf is all these messages need.
 
     example = Example.FromString(raw)
     example.features.feature["label"].int64_list.value
@@ -67,6 +68,19 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
     sequence = f.message_type.add(name="SequenceExample")
     _field(sequence, "context", 1, _FDP.TYPE_MESSAGE, type_name="Features")
     _field(sequence, "feature_lists", 2, _FDP.TYPE_MESSAGE, type_name="FeatureLists")
+    # TensorBoard's event files: scalar summaries.
+    summary = f.message_type.add(name="Summary")
+    value = summary.nested_type.add(name="Value")
+    value.oneof_decl.add(name="value")
+    _field(value, "tag", 1, _FDP.TYPE_STRING)
+    _field(value, "simple_value", 2, _FDP.TYPE_FLOAT).oneof_index = 0
+    _field(summary, "value", 1, _FDP.TYPE_MESSAGE, label=repeated, type_name="Summary.Value")
+    event = f.message_type.add(name="Event")
+    event.oneof_decl.add(name="what")
+    _field(event, "wall_time", 1, _FDP.TYPE_DOUBLE)
+    _field(event, "step", 2, _FDP.TYPE_INT64)
+    _field(event, "file_version", 3, _FDP.TYPE_STRING).oneof_index = 0
+    _field(event, "summary", 5, _FDP.TYPE_MESSAGE, type_name="Summary").oneof_index = 0
     return f
 
 
@@ -84,3 +98,5 @@ FeatureList = _message("FeatureList")
 FeatureLists = _message("FeatureLists")
 Example = _message("Example")
 SequenceExample = _message("SequenceExample")
+Summary = _message("Summary")
+Event = _message("Event")

@@ -91,7 +91,18 @@ class PreparedDataset:
                 f"Dataset {name!r} is not built in {root.parent}. Build it with:\n  "
                 + build_command(name, data_dir)
             )
-        self.dir = folder / versions[-1]
+        self._open(folder / versions[-1])
+
+    @classmethod
+    def at(cls, directory) -> PreparedDataset:
+        """The dataset in one version directory (`<data_dir>/<name>/<config>/<version>`)."""
+        dataset = cls.__new__(cls)
+        dataset._open(epath.Path(directory))
+        dataset.name = f"{dataset.dataset}/{dataset.dir.parent.name}:{dataset.dir.name}"
+        return dataset
+
+    def _open(self, directory: epath.Path) -> None:
+        self.dir = directory
         self.info = json.loads((self.dir / "dataset_info.json").read_text())
         self.dataset = self.info["name"]
         self.features = json.loads((self.dir / "features.json").read_text())["featuresDict"][
@@ -149,9 +160,16 @@ class PreparedDataset:
 
 class TfdsSource:
     """One split of a prepared dataset, read through an offset index of its TFRecord files, so
-    that any example can be read by number without reading the ones before it."""
+    that any example can be read by number without reading the ones before it.
 
-    def __init__(self, dataset: PreparedDataset, split: str):
+    Args:
+      dataset: A `PreparedDataset`, or a TFDS builder (or its version directory) at build time.
+      split: The split's name.
+    """
+
+    def __init__(self, dataset, split: str):
+        if not isinstance(dataset, PreparedDataset):
+            dataset = PreparedDataset.at(getattr(dataset, "data_dir", dataset))
         files, expected = dataset.split_files(split)
         self.name = f"{dataset.name}:{split}"
         self.index = RecordIndex(files)
@@ -217,6 +235,12 @@ def _prepared(name: str, data_dir: str | None) -> PreparedDataset:
     if data_dir:
         command.append(f"--data_dir={data_dir}")
     done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0 and "No module named 'tensorflow" in done.stderr:
+        raise DatasetNotFoundError(
+            f"Dataset {name!r} is not built, and building it needs TensorFlow and TFDS, which "
+            "are not installed here: pip install 'vivit_jax[build]', or build it on another "
+            f"machine and copy the data directory:\n  {build_command(name, data_dir)}"
+        )
     if done.returncode != 0:
         raise DatasetNotFoundError(
             f"Building the built-in dataset {name!r} failed (exit {done.returncode}):\n"
