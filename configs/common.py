@@ -30,6 +30,39 @@ def cosine_schedule(
     config.lr_configs.warmup_steps = warmup_steps
 
 
+def tiny_factorised_encoder(config: ml_collections.ConfigDict) -> None:
+    """A seconds-long CPU version of a factorised-encoder config, for tests: hidden 32, one
+    spatial and one temporal block, 8 frames of 16², 2 clips × 3 crops, 2 steps, no
+    initialisation from a checkpoint, RandAugment and stochastic depth off."""
+    config.experiment_name += "_tiny"
+    ds = config.dataset_configs
+    ds.num_frames = 8
+    ds.min_resize = 20
+    ds.crop_size = 16
+    ds.num_test_clips = 2
+    ds.test_batch_size = 8
+    ds.examples_per_subset = None
+    if config.dataset_name != "video_tfrecord_dataset":
+        ds.num_classes = None  # Whatever the built dataset has.
+    ds.augmentation_params.do_rand_augment = False
+    m = config.model
+    m.hidden_size = 32
+    m.spatial_transformer.update(num_layers=1, num_heads=2, mlp_dim=64)
+    m.temporal_transformer.update(num_layers=1, num_heads=2, mlp_dim=64)
+    m.patches.size = (8, 8, 2)
+    m.stochastic_droplayer_rate = 0.0
+    config.init_from.checkpoint_path = None
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.num_training_epochs = None
+    config.num_training_steps = 2
+    config.lr_configs.warmup_steps = 1
+    config.log_summary_steps = 1
+    config.log_eval_steps = 2
+    config.checkpoint_steps = 2
+    config.write_summary = False
+
+
 def tiny_model(config: ml_collections.ConfigDict, hidden: int = 64, layers: int = 2) -> None:
     """A CPU-sized ViViT Model 1 with 4×4×2 tubelets (for the demo and tests)."""
     m = config.model

@@ -13,7 +13,10 @@
 #                     goes (benchmark.py --profile: matmul, attention, other fusions),
 #   m1-fused          the same for Model 1 at batch 8,
 #   m1-fused-remat    the same with remat,
-#   m1-einsum         einsum (XLA) attention for Model 1 at batch 8, the baseline of m1-fused.
+#   m1-einsum         einsum (XLA) attention for Model 1 at batch 8, the baseline of m1-fused,
+#   real-data         Model 1 and the factorised encoder trained from DMVR records on local disk
+#                     (written by the stage, TF-free) against synthetic batches: whether the step
+#                     is input-bound, with 0, 4 and 8 host worker processes (real_data.py).
 # Each stage runs under a time limit and the whole under BUDGET seconds (default 540), in this
 # order; STAGES="name ..." runs only those (all of them need two or three calls of the default
 # budget). What a stage prints goes to OUTDIR/log.txt, its figures to OUTDIR/*.json (at most 8
@@ -39,7 +42,7 @@ frames=${FRAMES:-32}
 limits=(--run-steps=3 --max-probes=5)
 [[ -n "${LIMIT_GIB:-}" ]] && limits+=(--limit-gib="$LIMIT_GIB")
 
-all_stages="cudnn-tests init-compile m1-largest-batch fe-largest-batch m1-frames-remat fe-fused m1-fused m1-fused-remat m1-einsum"
+all_stages="cudnn-tests init-compile m1-largest-batch fe-largest-batch m1-frames-remat fe-fused m1-fused m1-fused-remat m1-einsum real-data"
 stages=" ${STAGES:-$all_stages} "
 for s in $stages; do
   [[ " $all_stages " == *" $s "* ]] || { echo "STAGES: no stage '$s'; the stages: $all_stages" >&2; exit 2; }
@@ -95,4 +98,7 @@ stage m1-fused 100 $py "${m1[@]}" --attention=fused --profile=2 --json="$out/m1_
 stage m1-fused-remat 100 $py "${m1[@]}" --attention=fused --remat --profile=2 \
   --json="$out/m1_batch8_remat.json"
 stage m1-einsum 100 $py "${m1[@]}" --attention=einsum --json="$out/m1_batch8_einsum.json"
+stage real-data 240 $py experiments/real_data.py --size="${SIZE:-B}" --layers="${LAYERS:-0}" \
+  --resolution="${RES:-224}" --frames="$frames" --batch="${REAL_BATCH:-32}" \
+  --workers="${WORKERS:-0,4,8}" --data="${RECORDS:-/tmp/vivit_records}" --json="$out/real_data.json"
 echo "== done at ${SECONDS} s" | tee -a "$out/log.txt"

@@ -64,10 +64,28 @@ class HeadTally:
         }
 
 
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per-class average precision of `[N, C]` scores against `[N, C]` 0/1 targets: for each
+    class, the mean over its positives of the precision at their rank (ties broken by order),
+    as scikit-learn's `average_precision_score`; NaN for a class with no positive."""
+    order = np.argsort(-scores, axis=0, kind="stable")
+    hits = np.take_along_axis(targets > 0, order, axis=0).astype(np.float64)
+    ranks = np.arange(1, len(scores) + 1)[:, None]
+    precision = np.cumsum(hits, axis=0) / ranks
+    positives = hits.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(positives > 0, (precision * hits).sum(0) / positives, np.nan)
+
+
 class Tally:
-    """Sums over videos; checks that each video counts once."""
+    """Sums over videos; checks that each video counts once. For the multi-label model it also
+    keeps every video's scores, for the mean average precision (mAP) over classes."""
 
     def __init__(self, config, class_names: list[str]):
+        self.multilabel = config.model_name == "vivit_multilabel_classification"
+        self.scores: list[np.ndarray] = []
+        self.targets: list[np.ndarray] = []
+        self.names = list(class_names)
         self.splits = config_class_splits(config)
         self.sums: dict[str, float] = {}
         self.num_videos = 0
@@ -96,6 +114,9 @@ class Tally:
         targets = np.asarray(out["label"])[mask]
         if targets.ndim == 1:
             targets = np.eye(scores.shape[-1], dtype=np.float32)[targets]
+        if self.multilabel:
+            self.scores.append(scores)
+            self.targets.append(targets)
         if self.splits:
             parts = zip(
                 losses.split_heads(scores, self.splits), losses.split_heads(targets, self.splits)
@@ -109,6 +130,12 @@ class Tally:
         n = max(self.num_videos, 1)
         out = {"num_videos": self.num_videos}
         out.update({k: self.sums.get(k, 0.0) / n for k in ("top1", "top5", "loss")})
+        if self.multilabel and self.scores:
+            ap = average_precision(np.concatenate(self.scores), np.concatenate(self.targets))
+            out["mAP"] = float(np.nanmean(ap)) if np.isfinite(ap).any() else None
+            out["per_class_ap"] = {
+                n: (None if np.isnan(a) else float(a)) for n, a in zip(self.names, ap)
+            }
         if not self.splits:
             out.update(self.heads[None].summary())
             return out
@@ -208,6 +235,8 @@ def summary_line(results: dict[str, Any], path: str | None = None) -> str:
         )
     else:
         acc = f"top-1 {100 * r['top1']:.2f}%, top-5 {100 * r['top5']:.2f}%"
+    if r.get("mAP") is not None:
+        acc = f"mAP {100 * r['mAP']:.2f}%, " + acc
     line = (
         f"{r['split']}: {acc} on {r['num_videos']} videos × {r['num_views']} views "
         f"({r['num_test_clips']} clips × {r['spatial_crops']} crops, mean of {r['averaging']}), "

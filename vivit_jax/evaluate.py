@@ -34,7 +34,10 @@ JSON holds:
   num_test_clips, spatial_crops, averaging ('logits' | 'softmax'), top1, top5, loss,
   mean_class_top1, per_class_top1 {class name: accuracy or null}, per_class_num_videos,
   num_devices, test_batch_size, elapsed_seconds, videos_per_second, confusion_matrix (file
-  names), date.
+  names), date; for the multi-label model (`model_name='vivit_multilabel_classification'`,
+  sigmoid scores) also mAP and per_class_ap {class name: average precision or null}, the
+  mean over classes of each class's average precision over the videos (top-1 counts the
+  video's first positive class).
 For the multi-head model (EPIC-Kitchens) top1/top5 are the action (joint) accuracies, and
 `heads` = {name: {top1, top5, mean_class_top1, per_class_top1, per_class_num_videos}}
 replaces the top-level per-class fields.
@@ -348,6 +351,8 @@ def final_evaluation(
 def multiview_scalars(results: dict[str, Any]) -> dict[str, float]:
     """The multi-view test's headline figures as `test/...` summary scalars."""
     scalars = {f"test/{k}": results[k] for k in ("top1", "top5", "loss")}
+    if results.get("mAP") is not None:
+        scalars["test/mAP"] = results["mAP"]
     if results.get("mean_class_top1") is not None:
         scalars["test/mean_class_top1"] = results["mean_class_top1"]
     for name, head in results.get("heads", {}).items():

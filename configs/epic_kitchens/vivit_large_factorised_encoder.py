@@ -1,10 +1,13 @@
 r"""ViViT-L/16x2 Model 2 (factorised encoder, L_t = 4) on EPIC-Kitchens-100: noun and verb heads.
 
+    python -m vivit_jax.data.build --dataset=epic_kitchens_100 --manual_dir=/data/EPIC-KITCHENS \
+        --data_dir=/data/tfds                                    # once: the TFDS build
     python -m vivit_jax.main --config=configs/epic_kitchens/vivit_large_factorised_encoder.py \
-        --config.dataset_configs.base_dir=/path/to/epic_records --workdir=/tmp/vivit_l_fe_ek
+        --config.dataset_configs.data_dir=/data/tfds --workdir=/tmp/vivit_l_fe_ek
     python -m vivit_jax.main --mode=evaluate --workdir=/tmp/vivit_l_fe_ek \
         --config=configs/epic_kitchens/vivit_large_factorised_encoder.py \
-        --config.dataset_configs.base_dir=/path/to/epic_records [--checkpoint=<Scenic EK file>]
+        --config.dataset_configs.data_dir=/data/tfds [--checkpoint=<Scenic EK file>]
+    # Scenic's DMVR records instead: --config=...:dmvr --config.dataset_configs.base_dir=...
 
 Model (`model_name='vivit_multihead_classification'`, Scenic's): one output layer of 300 + 97
 logits, read as a noun head (the first 300) and a verb head (the last 97), so Scenic's EK
@@ -13,12 +16,15 @@ smoothing within each head). Reported: noun, verb and action accuracy (action co
 argmaxes are; action top-5 ranks noun-verb pairs by the product of the heads' probabilities,
 as Scenic's `joint_top_k`).
 
-Data: DMVR records as Scenic reads them (`tf.train.SequenceExample`, one JPEG per frame), with
-BOTH labels in `context['clip/label/index']` as `[noun, 300 + verb]` (0-based noun and verb
-classes of EPIC-Kitchens-100's `EPIC_100_train.csv`); `multi_label=True` turns them into the
-397-wide multi-hot target the multi-head loss splits. `vivit_jax.data.dmvr.write_records` writes
-such records (`label=[noun, 300 + verb]`). EK-100's test labels are not public, so the multi-view
-test runs on the validation split (9,668 segments, as Scenic's `test` table).
+Data: the `epic_kitchens_100` TFDS build (one example per action segment, cut by its
+timestamps; `noun_label` and `verb_label` from EPIC_100_train/validation.csv), read as the
+indices `[noun, 300 + verb]` over the concatenated heads; `multi_label` (True for the multi-head
+model) turns them into the 397-wide multi-hot target the multi-head loss splits. With `:dmvr`:
+DMVR records as Scenic reads them (`tf.train.SequenceExample`, one JPEG per frame) with BOTH
+labels in `context['clip/label/index']` as `[noun, 300 + verb]`
+(`vivit_jax.data.dmvr.write_records(label=[noun, 300 + verb])` writes such records). EK-100's
+test labels are not public, so the multi-view test runs on the validation split (9,668
+segments, as Scenic's `test` table).
 
 Recipe (the paper's appendix): 32 frames at stride 1, 224² crops from 256 px short sides, scale
 jitter, RandAugment 2 layers magnitude 15, mixup α 0.1, label smoothing 0.2, stochastic depth
@@ -35,8 +41,9 @@ comment line without `#` in `init_from`) and would not run (no `num_classes` for
 reader; `test_batch_size` must equal the device count): here `num_classes=397`, labels as above,
 any test batch.
 
-Arguments: `tiny` — a seconds-long CPU run (a small factorised encoder, 8 frames of 16²,
-2 clips × 3 crops) for tests, on records in `dataset_configs.base_dir`.
+Arguments (comma-separated): `dmvr` — DMVR records in `dataset_configs.base_dir` instead of
+the TFDS build; `tiny` — a seconds-long CPU run (a small factorised encoder, 8 frames of 16²,
+2 clips × 3 crops) for tests.
 """
 
 from __future__ import annotations
@@ -55,24 +62,26 @@ NOUNS, VERBS = 300, 97
 
 
 def get_config(arg: str | None = None):
-    """Returns the config; `arg` is '' or 'tiny'."""
+    """Returns the config; `arg`: comma-separated words of 'dmvr', 'tiny'."""
     args = common.parse_args(
-        arg, ("tiny",), "configs/epic_kitchens/vivit_large_factorised_encoder.py"
+        arg, ("dmvr", "tiny"), "configs/epic_kitchens/vivit_large_factorised_encoder.py"
     )
     config = common.base_config()
     config.experiment_name = "vivit_large_factorised_encoder_ek"
     config.model_name = "vivit_multihead_classification"
     common.video_data(config, stride=1, color_augment=False)
-    common.dmvr_records(
-        config,
-        num_classes=NOUNS + VERBS,
-        tables={s: f"{s}.tfrecord@1024" for s in EK_SIZES},
-        examples_per_subset=EK_SIZES,
-    )
+    if "dmvr" in args:
+        common.dmvr_records(
+            config,
+            num_classes=NOUNS + VERBS,
+            tables={s: f"{s}.tfrecord@1024" for s in EK_SIZES},
+            examples_per_subset=EK_SIZES,
+        )
+    else:
+        config.dataset_name = "epic_kitchens_100"
     ds = config.dataset_configs
     ds.class_splits = [NOUNS, VERBS]
     ds.split_names = ["noun", "verb"]
-    ds.multi_label = True
     ds.test_split = "validation"
     aug = ds.augmentation_params
     aug.do_rand_augment = True
@@ -91,34 +100,13 @@ def get_config(arg: str | None = None):
     common.init_from_vit(config, "L")
 
     if "tiny" in args:
-        _tiny(config)
+        _tiny(config, dmvr="dmvr" in args)
     return config
 
 
-def _tiny(config) -> None:
-    config.experiment_name += "_tiny"
-    ds = config.dataset_configs
-    ds.num_frames = 8
-    ds.min_resize = 20
-    ds.crop_size = 16
-    ds.num_test_clips = 2
-    ds.test_batch_size = 8
-    ds.examples_per_subset = None
-    ds.tables = {"train": "train.tfrecord", "validation": "validation.tfrecord"}
-    ds.augmentation_params.do_rand_augment = False
-    m = config.model
-    m.hidden_size = 32
-    m.spatial_transformer.update(num_layers=1, num_heads=2, mlp_dim=64)
-    m.temporal_transformer.update(num_layers=1, num_heads=2, mlp_dim=64)
-    m.patches.size = (8, 8, 2)
-    m.stochastic_droplayer_rate = 0.0
-    config.init_from.checkpoint_path = None
-    config.batch_size = 8
-    config.eval_batch_size = 8
-    config.num_training_epochs = None
-    config.num_training_steps = 2
-    config.lr_configs.warmup_steps = 1
-    config.log_summary_steps = 1
-    config.log_eval_steps = 2
-    config.checkpoint_steps = 2
-    config.write_summary = False
+def _tiny(config, dmvr: bool) -> None:
+    common.tiny_factorised_encoder(config)
+    if dmvr:
+        ds = config.dataset_configs
+        ds.examples_per_subset = None
+        ds.tables = {"train": "train.tfrecord", "validation": "validation.tfrecord"}

@@ -45,7 +45,8 @@ ARGS = {
     ],
     "kinetics600/vivit_large_factorised_encoder.py": DMVR,
     "something_something_v2/vivit_large_factorised_encoder.py": DMVR,
-    "moments_in_time/vivit_large_factorised_encoder.py": [None],
+    "moments_in_time/vivit_large_factorised_encoder.py": [None, "dmvr"],
+    "epic_kitchens/vivit_large_factorised_encoder.py": [None, "dmvr"],
 }
 
 # Parameter counts: (exact count from the shapes, paper's millions or None, tolerance in M).

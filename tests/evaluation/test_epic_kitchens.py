@@ -105,7 +105,7 @@ def ek_records(tmp_path_factory):
 
 
 def _tiny(base):
-    config = load_config(EK, "tiny")
+    config = load_config(EK, "tiny,dmvr")
     config.dataset_configs.base_dir = base
     return config
 
