@@ -101,6 +101,27 @@ def _micro_batches(x: jax.Array, n: int, sharding: NamedSharding | None) -> jax.
     return x
 
 
+def _gradients(grad_fn, params, batch, key, c: LossConfig):
+    """`(loss, logits, grads)` over the whole batch, in `c.grad_accum_steps` micro-batches."""
+    if c.grad_accum_steps == 1:
+        (loss, logits), grads = grad_fn(params, *batch, key)
+        return loss, logits, grads
+    n = c.grad_accum_steps
+    micro = [_micro_batches(a, n, c.batch_sharding) for a in batch]
+    keys = jax.random.split(key, n)
+
+    def accumulate(grads_sum, xs):
+        x, y, m, k = xs
+        (loss, logits), grads = grad_fn(params, x, y, m, k)
+        return jax.tree.map(jnp.add, grads_sum, grads), (loss, logits)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads, (loss, logits) = jax.lax.scan(accumulate, zeros, (*micro, keys))
+    # Back to the batch order: row j*n + i came from micro-batch i, position j.
+    logits = jnp.swapaxes(logits, 0, 1).reshape((-1,) + logits.shape[2:])
+    return jnp.sum(loss), logits, grads
+
+
 def train_step(
     state: TrainState,
     batch: dict[str, jax.Array],
@@ -147,23 +168,9 @@ def train_step(
         return loss, logits
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    if c.grad_accum_steps == 1:
-        (loss, logits), grads = grad_fn(state.params, inputs, train_targets, mask, dropout_rng)
-    else:
-        n = c.grad_accum_steps
-        micro = [_micro_batches(a, n, c.batch_sharding) for a in (inputs, train_targets, mask)]
-        keys = jax.random.split(dropout_rng, n)
-
-        def accumulate(grads_sum, xs):
-            x, y, m, key = xs
-            (loss, logits), grads = grad_fn(state.params, x, y, m, key)
-            return jax.tree.map(jnp.add, grads_sum, grads), (loss, logits)
-
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
-        grads, (loss, logits) = jax.lax.scan(accumulate, zeros, (*micro, keys))
-        loss = jnp.sum(loss)
-        # Back to the batch order: row j*n + i came from micro-batch i, position j.
-        logits = jnp.swapaxes(logits, 0, 1).reshape((-1,) + logits.shape[2:])
+    loss, logits, grads = _gradients(
+        grad_fn, state.params, (inputs, train_targets, mask), dropout_rng, c
+    )
 
     if c.l2_decay_factor:
         l2_loss, l2_grads = jax.value_and_grad(losses.l2_regularization)(state.params)

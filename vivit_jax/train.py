@@ -11,7 +11,6 @@ Nothing here imports TensorFlow: the input pipeline and the TensorBoard writer
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -26,7 +25,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from vivit_jax import config_lib, eval_results, evaluate, experiment, sharding, steps
+from vivit_jax import config_lib, eval_results, evaluate, experiment, progress, sharding, steps
 from vivit_jax.backends import PLAIN, Backend
 from vivit_jax.checkpoints import train_state
 from vivit_jax.data import config as data_config
@@ -370,7 +369,9 @@ def _train_loop(
         dict(exp.mesh.shape),
     )
     result = TrainResult(state=state, step=start_step, train_history=[], eval_history=[])
-    report = _Timing()  # The time share of evaluations and checkpoints, in the summary line.
+    report = (
+        progress.Timing()
+    )  # The time share of evaluations and checkpoints, in the summary line.
     periodic = _Periodic(exp, eval_fn, test_fn, writer, report, result, stop_signal)
     if config.eval_at_start and start_step == 0:
         periodic.evaluate(0, state)
@@ -395,7 +396,7 @@ def _train_loop(
         stop = step < total and stop_signal.should_stop(sync)
         if step % log_summary_steps == 0 or step == total or stop:
             _raise_if_nonfinite(pending, ckpt, last_saved)
-            summary = _train_summary(pending, last_log, step, total, report.shares())
+            summary = progress.train_summary(pending, last_log, step, total, report.shares())
             last_log = (step, time.monotonic())
             writer.write_scalars(step, summary)
             result.train_history.append((step, summary))
@@ -464,56 +465,3 @@ class _Periodic:
             results["num_videos"],
         )
         self.result.test_history.append((step, scalars))
-
-
-class _Timing:
-    """Seconds spent in evaluations, tests and checkpoints since the run started."""
-
-    def __init__(self):
-        self.start = time.monotonic()
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def timed(self, name: str):
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - start
-
-    def shares(self) -> str:
-        wall = max(time.monotonic() - self.start, 1e-9)
-        parts = [f"{k} {100 * v / wall:.0f}%" for k, v in self.seconds.items() if v / wall >= 0.01]
-        return f" ({', '.join(parts)} of the time)" if parts else ""
-
-
-def _train_summary(pending, last_log, step: int, total: int, shares: str = "") -> dict[str, float]:
-    merged = pending[0][1]
-    for _, m in pending[1:]:
-        merged = merged.merge(m)
-    summary = summarize(jax.device_get(merged), "train")
-    last_step, last_time = last_log
-    now = time.monotonic()
-    steps_per_sec = (step - last_step) / max(now - last_time, 1e-9)
-    summary["train/steps_per_sec"] = steps_per_sec
-    eta = (total - step) / max(steps_per_sec, 1e-9)
-    logging.info(
-        "Step %d/%d (%.0f%%): loss %.4f, accuracy %.3f, lr %.3g, %.2f steps/s, ETA %s%s.",
-        step,
-        total,
-        100 * step / total,
-        summary["train/loss"],
-        summary["train/accuracy"],
-        summary["train/learning_rate"],
-        steps_per_sec,
-        _format_seconds(eta),
-        shares,
-    )
-    return summary
-
-
-def _format_seconds(s: float) -> str:
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
