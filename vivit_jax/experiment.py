@@ -19,7 +19,6 @@ from absl import logging
 
 from vivit_jax import config_lib, optim, sharding, steps
 from vivit_jax.backends import PLAIN, Backend
-from vivit_jax.checkpoints.train_state import per_device_bytes
 from vivit_jax.models import create_model, validate_input_shape
 
 
@@ -132,7 +131,7 @@ def log_layout(exp: Experiment) -> None:
         .addressable_devices_indices_map((b,))
         .values()
     ]
-    total, per_device = per_device_bytes(exp.abstract_state, exp.state_shardings)
+    total, per_device = sharding.per_device_bytes(exp.abstract_state, exp.state_shardings)
     logging.info(
         "Process %d of %d reads rows [%d, %d) of each global batch of %d; train state %.1f MiB, "
         "%.1f MiB per device.",
