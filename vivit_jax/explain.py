@@ -75,6 +75,7 @@ def explained_model(config, num_classes: int):
     model_config.unlock()
     model_config.attention_implementation = "einsum"
     model_config.last_block_cls_only = False
+    model_config.remat = False  # No backward pass here; and sown values stay plain.
     return create_model(model_config, num_classes, dtype=config.model_dtype_str)
 
 

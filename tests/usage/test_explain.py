@@ -134,3 +134,18 @@ def test_predict_explain_writes_a_decodable_mp4_and_png(tmp_path, capsys):
         with Image.open(png) as image:
             image.load()
             assert image.mode == "RGB" and image.size[0] > image.size[1] > 0
+
+
+def test_weights_sink_sees_the_softmax_and_changes_nothing():
+    from vivit_jax.models import attention
+
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(size=(2, 5, 3, 4)).astype(np.float32) for _ in range(3))
+    plain = attention.einsum_attention(q, k, v)
+    seen = []
+    with attention.weights_sink(seen.append):
+        sunk = attention.einsum_attention(q, k, v)
+    assert attention.einsum_attention(q, k, v) is not None and len(seen) == 1  # Sink gone.
+    np.testing.assert_array_equal(sunk, plain)
+    assert seen[0].shape == (2, 3, 5, 5)
+    np.testing.assert_allclose(np.asarray(seen[0]).sum(-1), 1.0, rtol=1e-6)

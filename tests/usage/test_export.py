@@ -138,3 +138,29 @@ def test_a_bad_checkpoint_config_pair_is_one_error_line(tmp_path, capsys, overri
     assert len(err) == 1 and err[0].startswith(f"error: cannot load --checkpoint={workdir}: ")
     assert words in err[0]
     assert not out.exists()
+
+
+def test_platforms_flag_lowers_for_each_and_still_runs_here(tmp_path):
+    import jax
+
+    config_path = fx.write_config(tmp_path, "model1_gap")
+    workdir, model, params = fx.make_checkpoint(config_path, tmp_path / "ckpt")
+    out = tmp_path / "out"
+    argv = [
+        "export",
+        f"--config={config_path}",
+        f"--checkpoint={workdir}",
+        f"--output={out}",
+        "--platforms=cpu,cuda,tpu",
+    ]
+    assert export.main(argv) == 0
+    exported = jax.export.deserialize((out / export.JAX_EXPORT_FILE).read_bytes())
+    assert exported.platforms == ("cpu", "cuda", "tpu")
+    frames = fx.frames(2, fx.load(config_path))
+    want = fx.apply_fn(model)(params, frames.astype(np.float32) * np.float32(2 / 255) - 1)
+    np.testing.assert_allclose(exported.call(frames), want, atol=1e-4)
+    assert json.loads((out / export.METADATA_FILE).read_text())["platforms"] == [
+        "cpu",
+        "cuda",
+        "tpu",
+    ]
