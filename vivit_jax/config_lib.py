@@ -21,6 +21,14 @@ Keys that are ours (not in the original):
   eval_at_start (False): evaluate once before the first step.
   resume_mismatch_ok (False): resume from a workdir whose checkpoints were written with different
     experiment-defining keys (`vivit_jax.checkpoints.fingerprint.FINGERPRINT_KEYS`); refused otherwise.
+  freeze.backbone (False): frozen-backbone fine-tuning. True trains only the head (`pre_logits`,
+    `output_projection`: a linear probe) and the last `freeze.train_last_blocks` encoder blocks;
+    every other parameter keeps its value and has no optimiser state (`vivit_jax.optim.freeze`).
+  freeze.train_last_blocks (0): encoder blocks trained with a frozen backbone, counted from the
+    end of the network: Models 1, 3, 4 the last blocks of `Transformer`; Model 2 the temporal
+    encoder's blocks first, then the spatial encoder's (so 5 of a 12 + 4 model are the 4 temporal
+    blocks and the last spatial one). An encoder with a trained block also trains its
+    `encoder_norm`; position embeddings, class tokens and the tokeniser stay frozen.
 
 Multi-view test (Scenic's keys): `multicrop_softmax_logits` (False) averages the views'
 softmax probabilities instead of their logits (per head for the multi-head model);
@@ -40,6 +48,7 @@ from absl import logging
 from ml_collections import config_flags
 from ml_collections.config_flags import config_flags as config_flags_impl
 
+from vivit_jax import optim
 from vivit_jax.configdicts import merge_locked, require, unknown_key_error
 from vivit_jax.data import config as data_config
 from vivit_jax.models import complete_model_config, default_model_config
@@ -159,6 +168,7 @@ def default_config() -> ConfigDict:
     c.sam_rho = ml_collections.config_dict.placeholder(float)  # Not supported; must stay None.
     c.grad_accum_steps = 1
     c.sharding = ConfigDict(dict(model_axis_size=1, fsdp_min_size=2**16))
+    c.freeze = ConfigDict(dict(backbone=False, train_last_blocks=0))
     # Initialisation.
     c.init_from = default_init_from_config()
     # Logging, evaluation and checkpoints. None: one epoch (or the log_eval_steps value).
@@ -352,6 +362,7 @@ def validate_config(c: ConfigDict) -> None:
         f"config.label_smoothing must be in [0, 1), got {c.label_smoothing!r}.",
     )
     _validate_ranges(c)
+    optim.validate_freeze(c)  # The freeze keys' meaning lives with the optimiser.
     require(
         isinstance(c.sharding.model_axis_size, int) and c.sharding.model_axis_size > 0,
         f"config.sharding.model_axis_size must be a positive integer, got {c.sharding.model_axis_size!r}.",

@@ -13,17 +13,28 @@ of the factors named in `lr_configs.factors`, e.g. 'constant * linear_warmup * c
 `max_grad_norm` clips the global norm of the (whole-batch) gradient first. Scenic clipped each
 device's gradient before averaging, which makes the result depend on the number of devices; we do
 not copy that.
+
+Frozen-backbone fine-tuning (`config.freeze`, ours): with `freeze.backbone=True` only the head
+(`pre_logits`, `output_projection`) and the last `freeze.train_last_blocks` encoder blocks
+(`trainable_blocks`) are updated. The optimiser is an `optax.multi_transform`: the trainable
+leaves go through the whole transformation above (so clipping measures their gradient alone and
+weight decay touches only them), the frozen leaves through `optax.set_to_zero`, which keeps no
+state: no momentum or Adam moments are stored for a frozen parameter.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
+# Parameters outside the encoders that a frozen backbone still trains.
+HEAD_PARAMS = ("pre_logits", "output_projection")
+TRAINABLE, FROZEN = "trainable", "frozen"
 
 
 def _cosine_decay(step, c: ml_collections.ConfigDict, total_steps: int):
@@ -100,7 +111,7 @@ def create_optimizer(config: ml_collections.ConfigDict, schedule: Schedule):
 
     Args:
       config: The complete experiment config (`optimizer`, `optimizer_configs`,
-        `max_grad_norm`).
+        `max_grad_norm`, `freeze`).
       schedule: From `learning_rate_fn`.
 
     Returns:
@@ -123,4 +134,86 @@ def create_optimizer(config: ml_collections.ConfigDict, schedule: Schedule):
         raise ValueError(f"config.optimizer={name!r} is not supported.")
     if config.max_grad_norm is not None:
         tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), tx)
-    return tx
+    return freeze(tx, config)
+
+
+def encoder_blocks(model_config) -> list[tuple[str, int]]:
+    """`(encoder, block index)` of every encoder block in network order (input first).
+
+    Model 2 (`factorized_encoder`) runs `SpatialTransformer`'s blocks before
+    `TemporalTransformer`'s (none with `spatial_only_baseline`); the others have `Transformer`.
+    """
+    att = model_config.attention_config
+    if att.type != "factorized_encoder":
+        return [("Transformer", i) for i in range(model_config.num_layers)]
+    blocks = [("SpatialTransformer", i) for i in range(model_config.spatial_transformer.num_layers)]
+    if not att.spatial_only_baseline:
+        n = model_config.temporal_transformer.num_layers
+        blocks += [("TemporalTransformer", i) for i in range(n)]
+    return blocks
+
+
+def validate_freeze(config) -> None:
+    """Checks `config.freeze` against `config.model`; errors name the key.
+
+    Raises:
+      ValueError: a non-bool `backbone`, a negative or too large `train_last_blocks`, or
+        blocks to train without a frozen backbone.
+    """
+    f = config.freeze
+    if not isinstance(f.backbone, bool):
+        raise ValueError(f"config.freeze.backbone must be True or False, got {f.backbone!r}.")
+    k = f.train_last_blocks
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise ValueError(f"config.freeze.train_last_blocks must be an integer >= 0, got {k!r}.")
+    n = len(encoder_blocks(config.model))
+    if k > n:
+        raise ValueError(
+            f"config.freeze.train_last_blocks={k} exceeds the model's {n} encoder blocks."
+        )
+    if k and not f.backbone:
+        raise ValueError(
+            f"config.freeze.train_last_blocks={k} needs config.freeze.backbone=True (without it "
+            "every parameter trains)."
+        )
+
+
+def trainable_blocks(model_config, train_last_blocks: int) -> list[tuple[str, int]]:
+    """The last `train_last_blocks` blocks of `encoder_blocks`, counted from the network's end
+    (for Model 2: the temporal encoder's last blocks first, then the spatial encoder's)."""
+    blocks = encoder_blocks(model_config)
+    return blocks[len(blocks) - train_last_blocks :] if train_last_blocks else []
+
+
+def freeze_labels(params, config):
+    """`params`' tree with each leaf labelled `TRAINABLE` or `FROZEN` by `config.freeze`.
+
+    Trainable: `HEAD_PARAMS`, the `trainable_blocks`, and the `encoder_norm` of every encoder
+    with a trainable block (it comes after that block). Everything else (tokeniser, position
+    embeddings, class tokens, earlier blocks) is frozen. Without `freeze.backbone` all is
+    trainable.
+    """
+    if not config.freeze.backbone:
+        return jax.tree.map(lambda _: TRAINABLE, params)
+    blocks = trainable_blocks(config.model, config.freeze.train_last_blocks)
+    trained = {f"{encoder}/encoderblock_{i}" for encoder, i in blocks}
+    trained |= {f"{encoder}/encoder_norm" for encoder, _ in blocks}
+
+    def label(path, _):
+        keys = [getattr(k, "key", str(k)) for k in path]
+        if keys[0] in HEAD_PARAMS or "/".join(keys[:2]) in trained:
+            return TRAINABLE
+        return FROZEN
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def freeze(tx: optax.GradientTransformation, config) -> optax.GradientTransformation:
+    """`tx` for the trainable parameters of `config.freeze`, `set_to_zero` (no state) for the
+    frozen ones; `tx` itself when nothing is frozen."""
+    if not config.freeze.backbone:
+        return tx
+    return optax.multi_transform(
+        {TRAINABLE: tx, FROZEN: optax.set_to_zero()},
+        lambda params: freeze_labels(params, config),
+    )

@@ -27,6 +27,9 @@ predicted and the inputs that failed, naming them. Exit status: 0 when every inp
 predicted, 1 when any failed or when `--class_names` or `--checkpoint` cannot be read (one
 `error:` line on stderr), 2 for usage errors.
 
+With `--explain=<dir>`, each predicted video also gets `<dir>/<video stem>.attention.mp4` and
+`.attention.png`: its central view under the attention rollout map of `vivit_jax.explain`.
+
 Runs on any JAX device (CPU included); the time of each step is printed.
 """
 
@@ -67,6 +70,13 @@ def _define_flags(argv: list[str]) -> flags.FlagValues:
         "class_names", None, "File of class names: one per line, or a JSON list.", flag_values=fv
     )
     flags.DEFINE_integer("top_k", 5, "Classes printed per video (and head).", flag_values=fv)
+    flags.DEFINE_string(
+        "explain",
+        None,
+        "Directory for attention maps: <stem>.attention.mp4 and .png per video "
+        "(vivit_jax.explain).",
+        flag_values=fv,
+    )
     return fv
 
 
@@ -377,11 +387,18 @@ def main(argv: list[str] | None = None) -> int:
         return _error(f"--class_names={fv.class_names}: {_one_line(e)}")
     except Exception as e:  # noqa: BLE001 - any reason the model cannot be built is fatal.
         return _error(f"cannot load --checkpoint={fv.checkpoint}: {_one_line(e)}")
+    explainer = None
+    if fv.explain:
+        from vivit_jax.explain import Explainer
+
+        explainer = Explainer(predictor)
     loaded = time.perf_counter()
     predicted = 0
     for path in videos:
         try:
             print(format_prediction(predictor(path, fv.top_k)), flush=True)
+            if explainer is not None:
+                print("  attention: {}, {}".format(*explainer(path, fv.explain)), flush=True)
             predicted += 1
         except Exception as e:  # noqa: BLE001 - one bad video must not stop the others.
             _fail(path, _one_line(e))

@@ -28,6 +28,7 @@ FINGERPRINT_KEYS = (
     "l2_decay_factor",
     "label_smoothing",
     "mixup",
+    "freeze",
 )
 # dataset_configs keys that are paths or only steer speed or evaluation.
 _FINGERPRINT_SKIP = (

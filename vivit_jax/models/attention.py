@@ -14,12 +14,18 @@ cuDNN's training path takes even sequence lengths only, and ViViT's are odd when
 class token (3137, 197, 17). An encoder therefore pads its tokens by one (`Attention.pad_to_even`)
 and passes `key_length`, the unpadded length: the padding token is masked as a key for every
 query, and its own output row is dropped.
+
+`weights_sink(fn)` lets a reader see the attention weights: inside it, the einsum path hands
+each softmax `[..., heads, q, k]` (before dropout) to `fn`, e.g. to `module.sow` them
+(`vivit_jax.explain`). Outside it nothing is computed or stored beyond the attention itself.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -33,6 +39,27 @@ Dtype = Any
 FusedFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 EINSUM, CUDNN, XLA = "einsum", "cudnn", "xla"
+
+# Receives the einsum path's attention weights while `weights_sink` is active; None: nobody.
+_SINK: contextvars.ContextVar[Callable[[jax.Array], None] | None] = contextvars.ContextVar(
+    "vivit_jax_attention_weights_sink", default=None
+)
+
+
+@contextlib.contextmanager
+def weights_sink(fn: Callable[[jax.Array], None]) -> Iterator[None]:
+    """Within the block, every einsum attention calls `fn(weights)` with its softmax weights
+    `[..., heads, queries, keys]` (in the compute dtype, before dropout), in call order.
+
+    Tracing-time only: `fn` sees tracers when the model runs under `jax.jit`, so it must use
+    them inside the same trace (`flax.linen.Module.sow` does). The fused path has no weights to
+    give: run the model with `attention_implementation='einsum'` to read them.
+    """
+    token = _SINK.set(fn)
+    try:
+        yield
+    finally:
+        _SINK.reset(token)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +126,9 @@ def einsum_attention(
     if key_length is not None and key_length < key.shape[-3]:
         logits = jnp.where(jnp.arange(key.shape[-3]) < key_length, logits, -jnp.inf)
     weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    sink = _SINK.get()
+    if sink is not None:
+        sink(weights)
     if not deterministic and dropout_rate > 0.0:
         keep_prob = 1.0 - dropout_rate
         keep = jax.random.bernoulli(dropout_rng, keep_prob, weights.shape)
