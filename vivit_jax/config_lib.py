@@ -471,8 +471,24 @@ class _ConfigFileParser(config_flags_impl.ConfigFileFlagParser):
     """ml_collections' config-file parser, filling the file's config with every default before
     the `--config.key=value` overrides are applied (`fill_defaults`)."""
 
+    overrides = staticmethod(lambda: [])  # The `--config.a.b` paths; set by define_config_flag.
+
     def parse(self, path):
-        return load_config_file(path)
+        config = load_config_file(path)
+        for override in self.overrides():  # ml_collections' own error is a raw AttributeError.
+            _check_override_path(config, override)
+        return config
+
+
+def _check_override_path(config, override: str) -> None:
+    """ValueError with a did-you-mean when `--config.<override>` names no key of `config`."""
+    node, done = config, "config"
+    for key in override.split("."):
+        if not isinstance(node, ConfigDict):
+            return  # A field of a non-config value (ml_collections checks those).
+        if key not in node:
+            raise unknown_key_error(done, key, node.keys())
+        node, done = node[key], f"{done}.{key}"
 
 
 def define_config_flag(
@@ -490,5 +506,7 @@ def define_config_flag(
     holder = config_flags.DEFINE_config_file(
         name, None, help_string, flag_values=fv, lock_config=True, sys_argv=sys_argv
     )
-    fv[name].parser = _ConfigFileParser(name=name, lock_config=True)
+    flag = fv[name]
+    flag.parser = _ConfigFileParser(name=name, lock_config=True)
+    flag.parser.overrides = lambda: flag._GetOverrides(flag._GetArgv())
     return holder

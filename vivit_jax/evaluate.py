@@ -255,8 +255,9 @@ def evaluate_views(
     return results
 
 
-def _round_test_batch(config, mesh):
-    """`config` with the test batch rounded up to a multiple of the mesh's 'data' axis."""
+def round_test_batch(config, mesh):
+    """A copy of `config` with the test batch rounded up to a multiple of the mesh's 'data'
+    axis (`config` itself when it is one already)."""
     ds = config.dataset_configs
     batch = ds.test_batch_size or config.eval_batch_size or config.batch_size
     n = mesh.shape[sharding.DATA]
@@ -264,7 +265,7 @@ def _round_test_batch(config, mesh):
         return config
     rounded = -(-batch // n) * n
     logging.info("Test batch %d → %d (a multiple of the %d devices; padded).", batch, rounded, n)
-    config = config_lib.ConfigDict(config)
+    config = config_lib.ConfigDict(config.to_dict())  # A deep copy: the caller's is unchanged.
     config.dataset_configs.test_batch_size = rounded
     return config
 
@@ -300,7 +301,7 @@ def evaluate(
     config = with_checkpoint_model(config, ckpt)
     check_workdir(workdir)
     mesh = sharding.create_mesh(config.sharding.model_axis_size)
-    config = _round_test_batch(config, mesh)
+    config = round_test_batch(config, mesh)
     dataset = (dataset_fn or experiment.default_dataset_fn)(config, mesh=mesh, start_step=0)
     exp = experiment.build_experiment(config, mesh=mesh, dataset=dataset, backend=backend)
     params = fit_params(ckpt.params, exp.abstract_state.params, exp.num_classes)

@@ -47,25 +47,13 @@ import jax.numpy as jnp
 from absl import flags, logging
 
 from vivit_jax import __version__, backends, config_lib, eval_results, evaluate
+from vivit_jax.data import augment
 
 JAX_EXPORT_FILE = "model.jax_export"
 SAVED_MODEL_DIR = "saved_model"
 LABELS_FILE = "labels.json"
 METADATA_FILE = "export.json"
 EXPORT_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
-
-
-def normalize_frames(frames, zero_centering: bool):
-    """uint8 frames → float32 in [-1, 1] (`zero_centering`) or [0, 1]; floats pass unchanged.
-
-    The input pipeline's formula (`vivit_jax.data.ops.normalize`): `x * 2/255 - 1` (the same
-    float32 numbers) or `x / 255` (within 1 ulp: XLA may divide as a multiplication).
-    Floating-point frames are taken to be normalised already.
-    """
-    if jnp.issubdtype(frames.dtype, jnp.floating):
-        return frames
-    x = jnp.asarray(frames).astype(jnp.float32)
-    return x * (2.0 / 255.0) - 1.0 if zero_centering else x / 255.0
 
 
 def probabilities(logits: jax.Array, config) -> jax.Array:
@@ -92,7 +80,7 @@ def inference_fn(model, config):
     zero_centering = bool(config.dataset_configs.zero_centering)
 
     def fn(params, frames):
-        x = normalize_frames(frames, zero_centering)
+        x = augment.normalize(frames, zero_centering)
         logits = model.apply({"params": params}, x, train=False).astype(jnp.float32)
         return logits, probabilities(logits, config)
 
@@ -289,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor = predict.Predictor(fv.checkpoint, fv.config, backend=backends.PLAIN)
     except Exception as e:  # noqa: BLE001 - any reason the model cannot be built is fatal.
-        return predict._error(f"cannot load --checkpoint={fv.checkpoint}: {predict._one_line(e)}")
+        return predict.error_exit(
+            f"cannot load --checkpoint={fv.checkpoint}: {predict.one_line(e)}"
+        )
     paths = export(predictor, fv.checkpoint, fv.output, fv.platforms)
     logging.info("Exported %s.", paths)
     print(

@@ -41,7 +41,7 @@ import numpy as np
 from absl import flags, logging
 
 from vivit_jax import backends, config_lib, evaluate, experiment, sharding
-from vivit_jax.export import normalize_frames
+from vivit_jax.data import augment
 
 
 def feature_step(params, inputs, batch_mask, video_index, *, model, config):
@@ -50,7 +50,7 @@ def feature_step(params, inputs, batch_mask, video_index, *, model, config):
 
     `model` must return the representation (`return_prelogits=True`).
     """
-    x = normalize_frames(inputs, bool(config.dataset_configs.zero_centering))
+    x = augment.normalize(inputs, bool(config.dataset_configs.zero_centering))
     if x.ndim == 5:
         x = x[:, None]
     b, v = x.shape[:2]
@@ -113,7 +113,7 @@ def video_features(extractor: FeatureExtractor, paths: list[str], batch_size: in
     """Features of video files; returns (features [N, D], names [N], failed [(path, reason)])."""
     from vivit_jax.data.pipeline import video_test_views
     from vivit_jax.data.video_io import decode_video
-    from vivit_jax.predict import _one_line
+    from vivit_jax.predict import one_line
 
     ds = extractor.config.dataset_configs
     batch = extractor.round_batch(batch_size)
@@ -128,8 +128,8 @@ def video_features(extractor: FeatureExtractor, paths: list[str], batch_size: in
                 )
                 ok.append(path)
             except Exception as e:  # noqa: BLE001 - one bad video must not stop the others.
-                print(f"{path}: failed: {_one_line(e)}", flush=True)
-                failed.append((path, _one_line(e)))
+                print(f"{path}: failed: {one_line(e)}", flush=True)
+                failed.append((path, one_line(e)))
         if not ok:
             continue
         n = len(ok)
@@ -153,7 +153,7 @@ def split_features(
     config.dataset_configs.test_split = split
     if batch_size:
         config.dataset_configs.test_batch_size = batch_size
-    config = evaluate._round_test_batch(config, extractor.mesh)
+    config = evaluate.round_test_batch(config, extractor.mesh)
     dataset = (dataset_fn or experiment.default_dataset_fn)(
         config, mesh=extractor.mesh, start_step=0
     )
@@ -246,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor = predict.Predictor(fv.checkpoint, fv.config, backend=backend)
     except Exception as e:  # noqa: BLE001 - any reason the model cannot be built is fatal.
-        return predict._error(f"cannot load --checkpoint={fv.checkpoint}: {predict._one_line(e)}")
+        return predict.error_exit(
+            f"cannot load --checkpoint={fv.checkpoint}: {predict.one_line(e)}"
+        )
     mesh = sharding.create_mesh(1)
     extractor = FeatureExtractor(predictor, mesh, backend)
     if paths:

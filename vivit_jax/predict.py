@@ -295,7 +295,7 @@ def format_prediction(p: Prediction) -> str:
     return "\n".join(lines)
 
 
-def _one_line(e: BaseException, limit: int = 400) -> str:
+def one_line(e: BaseException, limit: int = 400) -> str:
     """An exception as one line of at most `limit` characters (FFmpeg/orbax messages can span
     several)."""
     named = isinstance(e, (VideoDecodeError, ClassNamesError))  # Their messages say it all.
@@ -346,7 +346,7 @@ def _fail(path: str, reason: str) -> None:
     print(f"{path}: failed: {reason}", flush=True)
 
 
-def _error(message: str) -> int:
+def error_exit(message: str) -> int:
     print(f"error: {message}", file=sys.stderr, flush=True)
     return 1
 
@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         names = read_class_names(fv.class_names) if fv.class_names else None
     except (OSError, ValueError) as e:
-        return _error(f"--class_names={fv.class_names}: {_one_line(e)}")
+        return error_exit(f"--class_names={fv.class_names}: {one_line(e)}")
     videos, bad = expand_inputs(paths)
     for path, reason in bad:
         _fail(path, reason)
@@ -384,9 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor = Predictor(fv.checkpoint, fv.config, names, backends.for_platform())
     except ClassNamesError as e:
-        return _error(f"--class_names={fv.class_names}: {_one_line(e)}")
+        return error_exit(f"--class_names={fv.class_names}: {one_line(e)}")
     except Exception as e:  # noqa: BLE001 - any reason the model cannot be built is fatal.
-        return _error(f"cannot load --checkpoint={fv.checkpoint}: {_one_line(e)}")
+        return error_exit(f"cannot load --checkpoint={fv.checkpoint}: {one_line(e)}")
     explainer = None
     if fv.explain:
         from vivit_jax.explain import Explainer
@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("  attention: {}, {}".format(*explainer(path, fv.explain)), flush=True)
             predicted += 1
         except Exception as e:  # noqa: BLE001 - one bad video must not stop the others.
-            _fail(path, _one_line(e))
+            _fail(path, one_line(e))
             failed.append(path)
     end = time.perf_counter()
     device = jax.devices()[0]

@@ -161,8 +161,11 @@ def test_keys_a_scenic_file_does_not_set_can_be_overridden(config_file):
 
 
 def test_a_misspelt_override_is_still_refused(config_file):
-    with pytest.raises(flags.UnrecognizedFlagError, match="num_trainig_steps"):
-        _parse(f"--config={config_file('scenic_vivit_base_k400')}", "--config.num_trainig_steps=2")
+    base = f"--config={config_file('scenic_vivit_base_k400')}"
+    with pytest.raises(flags.IllegalFlagValueError, match="'config.num_training_steps'"):
+        _parse(base, "--config.num_trainig_steps=2")
+    with pytest.raises(flags.IllegalFlagValueError, match="'config.model.hidden_size'"):
+        _parse(base, "--config.model.hiden_size=2")
 
 
 def test_none_on_the_command_line_is_none(config_file):

@@ -132,12 +132,15 @@ def test_host_clips_are_one_crop_and_flip_for_every_frame():
 # The device's ops against the original's TF ops.
 
 
-def test_normalisation():
-    x = jnp.array([[[[0, 255, 128]]]], jnp.uint8)
-    np.testing.assert_allclose(
-        augment.normalize(x, True).ravel(), [-1, 1, 128 / 127.5 - 1], atol=1e-6
-    )
-    np.testing.assert_allclose(augment.normalize(x, False).ravel(), [0, 1, 128 / 255], atol=1e-7)
+def test_normalisation_is_the_originals():
+    """Every uint8 value against the original's TF op: equal for [-1, 1], within 1 ulp for [0, 1]
+    (XLA may divide by 255 as a multiplication by 1/255)."""
+    frames = np.arange(256, dtype=np.uint8).reshape(1, 4, 8, 8)[..., None].repeat(3, -1)
+    for zero in (True, False):
+        want = ref_ops.normalize(tf.constant(frames), zero).numpy()
+        got = np.asarray(jax.jit(augment.normalize, static_argnums=1)(frames, zero))
+        assert got.dtype == np.float32 and got.min() == (-1 if zero else 0) and got.max() == 1
+        np.testing.assert_array_max_ulp(got, want, maxulp=0 if zero else 1)
     floats = jnp.ones((1, 2), jnp.float32) * 0.3
     assert augment.normalize(floats, True) is floats  # already normalised: untouched
 

@@ -31,6 +31,20 @@ def test_views_per_chunk():
     assert evaluate.views_per_chunk(1, 8) == 1
 
 
+def test_round_test_batch_copies_the_config():
+    """3 videos per batch on 8 devices → 8, in a copy: the caller's config keeps its 3."""
+    from vivit_jax import sharding
+
+    config = tiny_config()
+    config.dataset_configs.test_batch_size = 3
+    mesh = sharding.create_mesh()
+    assert mesh.devices.size == 8
+    rounded = evaluate.round_test_batch(config, mesh)
+    assert rounded.dataset_configs.test_batch_size == 8
+    assert config.dataset_configs.test_batch_size == 3
+    assert evaluate.round_test_batch(rounded, mesh) is rounded
+
+
 def _expected(exp, params, num_test, views):
     """Per-video scores by hand: the model on every view separately, logits averaged."""
     scores, labels = [], []

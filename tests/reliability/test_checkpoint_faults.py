@@ -8,6 +8,7 @@ a failed save (reported under its own step).
 """
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -123,6 +124,31 @@ def test_another_optimizer_is_refused_without_mismatch_ok(finished, tmp_path):
     with pytest.raises(train_state.ConfigMismatchError, match="optimizer"):
         _run(_config(optimizer="momentum"), workdir)
     assert _listing(workdir) == ["3", "6"]
+
+
+def _drop_from_fingerprint(workdir, prefix):
+    """The checkpoints as an older version wrote them: no `prefix.*` keys in the fingerprint."""
+    for step in ("3", "6"):
+        meta = workdir / "checkpoints" / step / "meta" / "metadata"
+        data = json.loads(meta.read_text())
+        data["config"] = {k: v for k, v in data["config"].items() if not k.startswith(prefix)}
+        meta.write_text(json.dumps(data))
+
+
+def test_a_key_added_since_the_checkpoint_counts_as_its_default(finished, tmp_path):
+    """A fingerprint without `freeze` (written before the key existed) resumes with the default
+    freeze, and is another experiment with a frozen backbone."""
+    workdir = _copy(finished[0], tmp_path)
+    _drop_from_fingerprint(workdir, "freeze.")
+    ckpt = train_state.Checkpointer(str(workdir))
+    assert not any(k.startswith("freeze.") for k in ckpt.read_meta(6)["config"])
+    ckpt.close()
+    result = _run(_config(), workdir)  # Finished: restored, nothing left to train.
+    assert int(result.state.step) == 6 and result.train_history == []
+    with pytest.raises(
+        train_state.ConfigMismatchError, match=r"freeze.backbone \(checkpoint: <absent>"
+    ):
+        _run(_config(**{"freeze.backbone": True}), workdir)
 
 
 def test_another_optimizer_with_mismatch_ok_keeps_the_parameters(finished, tmp_path, caplog):

@@ -178,6 +178,7 @@ def test_a_demo_run_prints_a_few_lines(launch, tmp_path):
         ("--config=configs/missing.py", "No config file 'configs/missing.py'"),
         ("--config=vivit_jax/__init__.py", "defines no get_config()"),
         ("--config.dataset_configs.prefetch=-3", "dataset_configs.prefetch=-3"),
+        ("--config.num_trainig_steps=2", "Did you mean 'config.num_training_steps'?"),
     ],
 )
 def test_a_bad_config_flag_is_one_clear_line(tiny_tfds, tmp_path, flag, message):

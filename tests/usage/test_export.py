@@ -102,22 +102,6 @@ def test_metadata_and_labels(exported):
     assert labels is None or len(labels) == fx.NUM_CLASSES
 
 
-def test_normalize_frames_is_the_pipelines_normalisation():
-    import tensorflow as tf
-
-    from vivit_jax.data import ops
-
-    frames = np.arange(256, dtype=np.uint8).reshape(1, 4, 8, 8)[..., None].repeat(3, -1)
-    for zero in (True, False):
-        want = ops.normalize(tf.constant(frames), zero).numpy()
-        got = np.asarray(export.normalize_frames(frames, zero))
-        assert got.dtype == np.float32 and got.min() == (-1 if zero else 0) and got.max() == 1
-        # Equal, or 1 ulp apart where XLA divides by 255 as a multiplication by 1/255.
-        np.testing.assert_array_max_ulp(got, want, maxulp=0 if zero else 1)
-    floats = np.linspace(-1, 1, 12, dtype=np.float32)
-    assert export.normalize_frames(floats, True) is floats
-
-
 @pytest.mark.parametrize(
     "override, words",
     [

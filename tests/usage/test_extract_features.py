@@ -10,6 +10,7 @@ import pytest
 from tests.evaluation import predict_fixtures as pfx
 from tests.usage import fixtures as fx
 from vivit_jax import extract_features, predict, sharding
+from vivit_jax.data import augment
 
 # 2 clips x 3 crops = 6 views, 2 per forward pass.
 PROTOCOL = {
@@ -46,7 +47,8 @@ def _direct(model, params, config, path):
 
     ds = config.dataset_configs
     views = video_test_views(decode_video(path, short_side=ds.min_resize).frames, ds)
-    assert views.shape[0] == 6
+    assert views.shape[0] == 6 and views.dtype == np.uint8
+    views = augment.normalize(views, ds.zero_centering)
     prelogits = fx.apply_fn(model.clone(return_prelogits=True))(params, views)
     return np.asarray(prelogits).mean(0)
 
@@ -121,6 +123,7 @@ def test_split_features_on_1_and_8_devices_with_video_ids(tiny_split):
     config.dataset_configs.test_split = "test"
     batch = next(experiment.default_dataset_fn(config, mesh=None, start_step=0).test_iter())
     flat = np.asarray(batch["inputs"]).reshape((-1,) + batch["inputs"].shape[2:])
+    flat = augment.normalize(flat, config.dataset_configs.zero_centering)
     prelogits = np.asarray(fx.apply_fn(model.clone(return_prelogits=True))(params, flat))
     want = prelogits.reshape(batch["inputs"].shape[:2] + (-1,)).mean(1)
     rows = np.asarray(batch["video_index"])[np.asarray(batch["batch_mask"]) > 0]

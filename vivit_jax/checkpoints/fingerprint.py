@@ -65,11 +65,22 @@ def config_fingerprint(config) -> dict[str, str]:
     return out
 
 
-def fingerprint_diff(saved: dict, current: dict) -> list[str]:
-    """`['key (checkpoint: a, now: b)', ...]` for every key whose value differs."""
+def fingerprint_diff(saved: dict, current: dict, defaults: dict | None = None) -> list[str]:
+    """`['key (checkpoint: a, now: b)', ...]` for every key whose value differs.
+
+    A key the checkpoint lacks (one added to the config after it was written) counts as equal
+    when `current` holds its value in `defaults`, the fingerprint of the default config.
+    """
     missing = "<absent>"
+    defaults = defaults or {}
+
+    def differs(k):
+        if k not in saved and k in defaults and current.get(k) == defaults[k]:
+            return False
+        return saved.get(k, missing) != current.get(k, missing)
+
     return [
         f"{k} (checkpoint: {saved.get(k, missing)}, now: {current.get(k, missing)})"
         for k in sorted(set(saved) | set(current))
-        if saved.get(k, missing) != current.get(k, missing)
+        if differs(k)
     ]

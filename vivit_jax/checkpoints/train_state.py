@@ -328,7 +328,10 @@ class Checkpointer:
         if saved is None:
             logging.warning("Checkpoint %d has no config fingerprint; not checked.", step)
             return
-        diff = fingerprint_diff(saved, config_fingerprint(config))
+        from vivit_jax import config_lib  # Not at the top: config_lib imports the models.
+
+        defaults = config_fingerprint(config_lib.default_config())
+        diff = fingerprint_diff(saved, config_fingerprint(config), defaults)
         if not diff:
             return
         text = "; ".join(diff)
