@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 from absl import flags, logging
 
-from vivit_jax import __version__, backends, config_lib, eval_results, evaluate
+from vivit_jax import __version__, backends, config_files, eval_results, evaluate
 from vivit_jax.data import augment
 
 JAX_EXPORT_FILE = "model.jax_export"
@@ -236,7 +236,7 @@ def _write_json(path: str, value) -> None:
 
 def _define_flags(argv: list[str]) -> flags.FlagValues:
     fv = flags.FlagValues()
-    config_lib.define_config_flag(
+    config_files.define_config_flag(
         "config",
         "Experiment config (configs/*.py[:arg]); optional for HuggingFace models.",
         flag_values=fv,

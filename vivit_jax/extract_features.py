@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
 
-from vivit_jax import backends, config_lib, evaluate, experiment, sharding
+from vivit_jax import backends, config_files, evaluate, experiment, sharding
 from vivit_jax.data import augment
 
 
@@ -194,7 +194,7 @@ def video_ids(config, indices: list[int]) -> list[str]:
 
 def _define_flags(argv: list[str]) -> flags.FlagValues:
     fv = flags.FlagValues()
-    config_lib.define_config_flag(
+    config_files.define_config_flag(
         "config",
         "Experiment config (configs/*.py[:arg]); optional for HuggingFace models.",
         flag_values=fv,

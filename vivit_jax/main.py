@@ -30,12 +30,12 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vivit_jax import config_lib
+from vivit_jax import config_files
 
 # TensorFlow's C++ INFO lines (its oneDNN notice) are not this program's output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-_CONFIG = config_lib.define_config_flag()
+_CONFIG = config_files.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and summaries.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate"], "What to run.")
 _CHECKPOINT = flags.DEFINE_string(

@@ -46,7 +46,7 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from vivit_jax import backends, config_lib, eval_results, evaluate, losses
+from vivit_jax import backends, config_files, config_lib, eval_results, evaluate, losses
 from vivit_jax.checkpoints import loading
 from vivit_jax.data.video_io import VIDEO_EXTENSIONS, VideoDecodeError
 
@@ -54,7 +54,7 @@ from vivit_jax.data.video_io import VIDEO_EXTENSIONS, VideoDecodeError
 def _define_flags(argv: list[str]) -> flags.FlagValues:
     """The command's own flags (not absl's global ones, which `vivit_jax.main` uses)."""
     fv = flags.FlagValues()
-    config_lib.define_config_flag(
+    config_files.define_config_flag(
         "config",
         "Experiment config (configs/*.py[:arg]); optional for HuggingFace models.",
         flag_values=fv,

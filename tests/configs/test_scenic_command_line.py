@@ -9,7 +9,7 @@ import ml_collections
 import pytest
 from absl import flags
 
-from vivit_jax import config_lib
+from vivit_jax import config_files, config_lib
 
 
 def scenic_epic_kitchens() -> ml_collections.ConfigDict:
@@ -138,7 +138,7 @@ def config_file(tmp_path):
 def _parse(*args) -> ml_collections.ConfigDict:
     argv = ["prog", *args]
     fv = flags.FlagValues()
-    config_lib.define_config_flag(flag_values=fv, sys_argv=argv)
+    config_files.define_config_flag(flag_values=fv, sys_argv=argv)
     fv(argv)
     return fv.config
 

@@ -139,7 +139,7 @@ def test_tiny_run_trains_and_writes_noun_verb_action_results(
     argv = [
         "main",
         "--mode=evaluate",
-        f"--config={os.path.join(os.path.dirname(__file__), '..', '..', EK)}:tiny",
+        f"--config={os.path.join(os.path.dirname(__file__), '..', '..', EK)}:tiny,dmvr",
         f"--config.dataset_configs.base_dir={base}",
         f"--workdir={tmp_path}",
     ]

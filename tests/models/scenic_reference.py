@@ -2,7 +2,7 @@
 
 Built from the primitives the original uses — `flax.linen.MultiHeadDotProductAttention` with its
 `attention_fn` hook, `nn.vmap` over frames for the factorised encoder, and axial reshapes for
-Model 3 — and written from the paper and REFERENCE.md §2–3, not from vivit_jax. A parameter tree
+Model 3 — and written from the paper and Scenic's `projects/vivit/model.py`, not from vivit_jax. A parameter tree
 of `vivit_jax.models.create_model` must load here unchanged and give the same logits.
 Inference only (no dropout, no stochastic depth).
 """

@@ -67,7 +67,7 @@ def test_search_doubles_past_sizes_that_xla_squeezed_under_the_limit():
     # As seen on an H100: past its natural limit XLA's rematerialisation holds the peak just
     # under the limit (a larger size, a smaller peak), up to a point. The line through the last
     # two peaks then slopes down; the search must not take that as "everything fits" and jump
-    # to the cap (a huge program whose compile outlasted the lease), but double and bisect.
+    # to the cap (a huge program whose compile takes minutes), but double and bisect.
     case = FakeCase(1000, 10, squeeze=(7800, 1000))  # fits naturally up to 696, squeezed to 1000
     best, _, probes, closed = memory_limits.search(
         case, 8000, start=16, granularity=8, cap=4096, max_probes=14, log=lambda s: None

@@ -18,7 +18,7 @@ from vivit_jax.backends.cpu import tuning as cpu_tuning  # noqa: E402
 @pytest.mark.parametrize(
     "name, hlo_op, category",
     [
-        # Kernel names seen in an H200 trace of ViViT-B's training step (stop 17).
+        # Kernel names seen in an H200 trace of ViViT-B's training step.
         (
             "cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_26_64x64x64",
             "",

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 
 from tests.evaluation.conftest import REPO
+from vivit_jax import config_files
 
 # name: config.model / experiment overrides on configs/demo.py:tiny (8 frames of 16×16).
 VARIANTS = {
@@ -61,7 +62,7 @@ def write_config(directory, name: str, **extra) -> str:
 def load(config_path: str):
     from vivit_jax import config_lib
 
-    return config_lib.complete_config(config_lib.load_config_file(config_path))
+    return config_lib.complete_config(config_files.load_config_file(config_path))
 
 
 def make_checkpoint(config_path: str, directory, seed: int = 0):

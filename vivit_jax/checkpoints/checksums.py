@@ -68,6 +68,15 @@ def tree_checksums(tree, prefix: str = "") -> dict[str, list[int]]:
     return {name: [int(a), int(b)] for name, (a, b) in zip(names, sums)}
 
 
+def state_checksums(state, *, params_only: bool = False) -> dict[str, list[int]]:
+    """Checksums of a `TrainState`'s arrays, keyed 'step', 'params/...', 'opt_state/...'."""
+    fields = ("step", "params") if params_only else ("step", "params", "opt_state")
+    out = {}
+    for field in fields:
+        out.update(tree_checksums(getattr(state, field), prefix=field))
+    return out
+
+
 def mismatches(stored: dict, computed: dict) -> list[str]:
     """Names of the arrays whose checksums differ (or that one side lacks)."""
     return sorted(k for k in set(stored) | set(computed) if stored.get(k) != computed.get(k))

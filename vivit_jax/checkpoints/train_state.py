@@ -5,7 +5,7 @@ Each checkpoint has two items:
          handler; `vivit_jax.checkpoints.load_params` reads its `params` without this code.
   meta   JSON: `{"step", "data_position", "checksums", "config"}`; the data position is the
          number of train batches consumed, which is the step (the input pipeline resumes at any
-         step); `checksums` holds two 32-bit sums of every array's bits (`vivit_jax.checksums`);
+         step); `checksums` holds two 32-bit sums of every array's bits (`vivit_jax.checkpoints.checksums`);
          `config` is `config_fingerprint(config)`, the keys that define the experiment.
 
 What is damage and what is an error (see docs/guarantees.md):
@@ -189,7 +189,7 @@ class Checkpointer:
         meta = {
             "step": int(step),
             "data_position": int(step),
-            "checksums": state_checksums(state),
+            "checksums": checksums.state_checksums(state),
         }
         if config is not None:
             meta["config"] = config_fingerprint(config)
@@ -451,7 +451,7 @@ class Checkpointer:
                 "Checkpoint %d was written without checksums; its arrays are not verified.", step
             )
             return
-        computed = state_checksums(state, params_only=params_only)
+        computed = checksums.state_checksums(state, params_only=params_only)
         if params_only:
             stored = {k: v for k, v in stored.items() if k in computed}
         bad = checksums.mismatches(stored, computed)
@@ -478,15 +478,6 @@ class Checkpointer:
 
             multihost_utils.sync_global_devices(f"vivit_set_aside_{step}")
         self._manager.reload()
-
-
-def state_checksums(state, *, params_only: bool = False) -> dict[str, list[int]]:
-    """Checksums of a `TrainState`'s arrays, keyed 'step', 'params/...', 'opt_state/...'."""
-    fields = ("step", "params") if params_only else ("step", "params", "opt_state")
-    out = {}
-    for field in fields:
-        out.update(checksums.tree_checksums(getattr(state, field), prefix=field))
-    return out
 
 
 @contextlib.contextmanager

@@ -163,26 +163,7 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
         cfg.min_resize,
         f"must be >= dataset_configs.crop_size ({cfg.crop_size}).",
     )
-    if cfg.class_splits is not None:
-        splits = list(cfg.class_splits)
-        _check(
-            len(splits) >= 2 and all(isinstance(n, int) and n >= 1 for n in splits),
-            "class_splits",
-            cfg.class_splits,
-            "must list at least two positive head sizes, e.g. [300, 97].",
-        )
-        _check(
-            cfg.num_classes is None or cfg.num_classes == sum(splits),
-            "class_splits",
-            cfg.class_splits,
-            f"the heads sum to {sum(splits)} but dataset_configs.num_classes={cfg.num_classes}.",
-        )
-        _check(
-            cfg.split_names is None or len(cfg.split_names) == len(splits),
-            "split_names",
-            cfg.split_names,
-            f"needs one name per head in class_splits ({len(splits)}).",
-        )
+    _validate_heads(cfg)
     _check(
         isinstance(cfg.log_test_epochs, (int, float)) and cfg.log_test_epochs > 0,
         "log_test_epochs",
@@ -191,28 +172,7 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
     )
     if cfg.test_batch_size is not None:
         _check(cfg.test_batch_size >= 1, "test_batch_size", cfg.test_batch_size, "must be >= 1.")
-    aug = cfg.augmentation_params
-    _check(
-        0 < aug.scale_min_factor <= aug.scale_max_factor,
-        "augmentation_params.scale_min_factor",
-        aug.scale_min_factor,
-        "need 0 < scale_min_factor <= scale_max_factor.",
-    )
-    for key in ("prob_scale_jitter", "prob_color_augment", "prob_color_drop"):
-        value = aug[key]
-        _check(0.0 <= value <= 1.0, f"augmentation_params.{key}", value, "must be in [0, 1].")
-    _check(
-        aug.rand_augment_num_layers >= 0,
-        "augmentation_params.rand_augment_num_layers",
-        aug.rand_augment_num_layers,
-        "must be >= 0.",
-    )
-    _check(
-        aug.rand_augment_magnitude >= 0,
-        "augmentation_params.rand_augment_magnitude",
-        aug.rand_augment_magnitude,
-        "must be >= 0.",
-    )
+    _validate_augmentation(cfg.augmentation_params)
     _check(
         cfg.num_parallel_calls == -1 or cfg.num_parallel_calls >= 1,
         "num_parallel_calls",
@@ -236,6 +196,56 @@ def _validate(cfg: ml_collections.ConfigDict) -> None:
         "label_offset",
         cfg.label_offset,
         "must be an integer (subtracted from the stored labels).",
+    )
+
+
+def _validate_heads(cfg: ml_collections.ConfigDict) -> None:
+    """The multi-head keys: class_splits against num_classes and split_names."""
+    if cfg.class_splits is None:
+        return
+    splits = list(cfg.class_splits)
+    _check(
+        len(splits) >= 2 and all(isinstance(n, int) and n >= 1 for n in splits),
+        "class_splits",
+        cfg.class_splits,
+        "must list at least two positive head sizes, e.g. [300, 97].",
+    )
+    _check(
+        cfg.num_classes is None or cfg.num_classes == sum(splits),
+        "class_splits",
+        cfg.class_splits,
+        f"the heads sum to {sum(splits)} but dataset_configs.num_classes={cfg.num_classes}.",
+    )
+    _check(
+        cfg.split_names is None or len(cfg.split_names) == len(splits),
+        "split_names",
+        cfg.split_names,
+        f"needs one name per head in class_splits ({len(splits)}).",
+    )
+
+
+def _validate_augmentation(aug: ml_collections.ConfigDict) -> None:
+    """dataset_configs.augmentation_params: probabilities, scale range, RandAugment."""
+    _check(
+        0 < aug.scale_min_factor <= aug.scale_max_factor,
+        "augmentation_params.scale_min_factor",
+        aug.scale_min_factor,
+        "need 0 < scale_min_factor <= scale_max_factor.",
+    )
+    for key in ("prob_scale_jitter", "prob_color_augment", "prob_color_drop"):
+        value = aug[key]
+        _check(0.0 <= value <= 1.0, f"augmentation_params.{key}", value, "must be in [0, 1].")
+    _check(
+        aug.rand_augment_num_layers >= 0,
+        "augmentation_params.rand_augment_num_layers",
+        aug.rand_augment_num_layers,
+        "must be >= 0.",
+    )
+    _check(
+        aug.rand_augment_magnitude >= 0,
+        "augmentation_params.rand_augment_magnitude",
+        aug.rand_augment_magnitude,
+        "must be >= 0.",
     )
 
 

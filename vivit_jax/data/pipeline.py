@@ -243,29 +243,14 @@ def get_dataset(
     """
     cfg = data_config.resolve(config.dataset_configs if "dataset_configs" in config else None)
     dataset_name = config.dataset_name
-    batch_size = int(config.batch_size)
-    eval_batch_size = int(config.eval_batch_size) if config.get("eval_batch_size") else batch_size
-    test_batch_size = int(cfg.test_batch_size or eval_batch_size)
-    for key, value in (
-        ("batch_size", batch_size),
-        ("eval_batch_size", eval_batch_size),
-        ("dataset_configs.test_batch_size", test_batch_size),
-    ):
-        if value < 1:
-            raise ValueError(f"config.{key}={value} must be >= 1.")
+    batches = _batch_sizes(config, cfg)
     if start_step < 0:
         raise ValueError(f"start_step={start_step} must be >= 0.")
     seed = _seed(config)
     factories, class_names, num_classes = open_split_sources(dataset_name, cfg)
     flip = _flip_default(dataset_name, cfg)
-    batches = {"train": batch_size, "eval": eval_batch_size, "test": test_batch_size}
-    keys = {
-        "train": "batch_size",
-        "eval": "eval_batch_size",
-        "test": "dataset_configs.test_batch_size",
-    }
     rows = {
-        role: local_rows(batches[role], mesh, process_index, process_count, f"config.{keys[role]}")
+        role: local_rows(batches[role], mesh, process_index, process_count, _BATCH_KEYS[role])
         for role in batches
     }
     splits: dict[str, _Split] = {}
@@ -278,44 +263,69 @@ def get_dataset(
             splits[role] = _Split(maker, cfg, mesh)
         return splits[role]
 
-    def count(role):
-        try:
-            source = split(role)
-        except SplitNotFoundError:
-            return 0
-        if role != "train" and source.num_examples and _unlabelled(source.maker.source):
-            key = {"eval": "eval_split", "test": "test_split"}[role]
-            logging.warning(
-                "dataset_configs.%s=%r has no labels (its videos are stored with label -1), so "
-                "it is not evaluated; set dataset_configs.%s to a labelled split such as "
-                "'validation'.",
-                key,
-                cfg[key],
-                key,
-            )
-            return 0
-        return source.num_examples
-
-    views = cfg.num_test_clips * (3 if cfg.do_three_spatial_crops else 1)
-    c = cfg.crop_size
-    onehot = bool(cfg.one_hot_labels or cfg.multi_label)
-    meta = {
-        "num_classes": num_classes,
-        "class_names": class_names,
-        "num_train_examples": count("train"),
-        "num_eval_examples": count("eval"),
-        "num_test_examples": count("test"),
-        "input_shape": (cfg.num_frames, c, c, 3),
-        "test_input_shape": (views, cfg.num_frames, c, c, 3),
-        "num_test_views": views,
-        "target_is_onehot": onehot,
-        "input_dtype": np.uint8,
-    }
-    meta["num_eval_steps"] = math.ceil(meta["num_eval_examples"] / eval_batch_size)
-    meta["num_test_steps"] = math.ceil(meta["num_test_examples"] / test_batch_size)
+    counts = {role: _count_examples(split, role, cfg) for role in batches}
+    meta = _meta_data(cfg, num_classes, class_names, counts, batches)
     return Dataset(
         train_iter=split("train").iterate(start_step),
         valid_iter=lambda: split("eval").iterate(),
         test_iter=lambda: split("test").iterate(),
         meta_data=meta,
     )
+
+
+_BATCH_KEYS = {
+    "train": "config.batch_size",
+    "eval": "config.eval_batch_size",
+    "test": "config.dataset_configs.test_batch_size",
+}
+
+
+def _batch_sizes(config, cfg) -> dict[str, int]:
+    """The global batch of each split: train, eval (default: train's), test (default: eval's)."""
+    train = int(config.batch_size)
+    eval_ = int(config.eval_batch_size) if config.get("eval_batch_size") else train
+    batches = {"train": train, "eval": eval_, "test": int(cfg.test_batch_size or eval_)}
+    for role, value in batches.items():
+        if value < 1:
+            raise ValueError(f"{_BATCH_KEYS[role]}={value} must be >= 1.")
+    return batches
+
+
+def _count_examples(split, role: str, cfg) -> int:
+    """How many videos `role` evaluates or trains on: 0 for a missing or unlabelled eval split."""
+    try:
+        source = split(role)
+    except SplitNotFoundError:
+        return 0
+    if role != "train" and source.num_examples and _unlabelled(source.maker.source):
+        key = {"eval": "eval_split", "test": "test_split"}[role]
+        logging.warning(
+            "dataset_configs.%s=%r has no labels (its videos are stored with label -1), so "
+            "it is not evaluated; set dataset_configs.%s to a labelled split such as "
+            "'validation'.",
+            key,
+            cfg[key],
+            key,
+        )
+        return 0
+    return source.num_examples
+
+
+def _meta_data(cfg, num_classes, class_names, counts, batches) -> dict:
+    """`Dataset.meta_data`: classes, example and step counts, input shapes."""
+    views = cfg.num_test_clips * (3 if cfg.do_three_spatial_crops else 1)
+    c = cfg.crop_size
+    return {
+        "num_classes": num_classes,
+        "class_names": class_names,
+        "num_train_examples": counts["train"],
+        "num_eval_examples": counts["eval"],
+        "num_test_examples": counts["test"],
+        "input_shape": (cfg.num_frames, c, c, 3),
+        "test_input_shape": (views, cfg.num_frames, c, c, 3),
+        "num_test_views": views,
+        "target_is_onehot": bool(cfg.one_hot_labels or cfg.multi_label),
+        "input_dtype": np.uint8,
+        "num_eval_steps": math.ceil(counts["eval"] / batches["eval"]),
+        "num_test_steps": math.ceil(counts["test"] / batches["test"]),
+    }

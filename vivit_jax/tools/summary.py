@@ -125,9 +125,9 @@ def main(argv) -> None:
 if __name__ == "__main__":
     from absl import app, flags
 
-    from vivit_jax import config_lib
+    from vivit_jax import config_files
 
-    config_lib.define_config_flag()
+    config_files.define_config_flag()
     flags.DEFINE_bool("tree", False, "Also print the parameter tree with shapes.")
     flags.mark_flag_as_required("config")
     app.run(main)
