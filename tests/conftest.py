@@ -26,7 +26,7 @@ os.environ.setdefault("VIVIT_JAX_KEEP_FREED_MEMORY", "0")
 def pytest_runtest_logreport(report):
     """With VIVIT_JAX_REPORT_FAILURES_NOW=1 (experiments/gpu_report.sh sets it), each failure's
     traceback is written the moment the test fails, not in the end-of-run summary: a run cut by
-    a time limit (a short GPU lease) still shows why its tests failed."""
+    a time limit (a short GPU job) still shows why its tests failed."""
     if report.failed and os.environ.get("VIVIT_JAX_REPORT_FAILURES_NOW") == "1":
         sys.__stderr__.write(f"\n{report.nodeid} FAILED ({report.when}):\n{report.longreprtext}\n")
         sys.__stderr__.flush()

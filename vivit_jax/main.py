@@ -15,6 +15,8 @@ On a CPU with the `cpu` extra installed (`pip install 'vivit_jax[cpu]'`) the CPU
 (`vivit_jax.backends.cpu`) is used; `VIVIT_JAX_MALLOC=mimalloc` also restarts the process once
 with mimalloc as its malloc. `--verbosity=1` shows the libraries' INFO records too.
 
+Compiled programs are kept in JAX's persistent compilation cache (`--compilation_cache`,
+default ~/.cache/vivit_jax/jax_cache), so a rerun starts its first step without recompiling.
 Rerunning a `train` command on the same workdir resumes from its latest checkpoint. Several hosts:
 start the same command on each, adding `--jax_distributed` (auto-detected cluster, e.g. TPU pods
 and SLURM) or `--coordinator_address=host:port --num_processes=N --process_id=i`.
@@ -30,7 +32,7 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vivit_jax import config_files
+from vivit_jax import compilation_cache, config_files
 
 # TensorFlow's C++ INFO lines (its oneDNN notice) are not this program's output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -50,6 +52,7 @@ _JAX_DISTRIBUTED = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-host: 'host:port'.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+_COMPILATION_CACHE = flags.DEFINE_string("compilation_cache", None, compilation_cache.FLAG_HELP)
 
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -144,6 +147,7 @@ def main(argv) -> None:
 
 
 def _run() -> None:
+    compilation_cache.enable(_COMPILATION_CACHE.value)
     _initialize_distributed()
     from vivit_jax import backends
 

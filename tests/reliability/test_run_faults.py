@@ -172,6 +172,35 @@ def test_a_demo_run_prints_a_few_lines(launch, tmp_path):
     assert "test: top-1" in lines[-1]
 
 
+def test_the_compilation_cache_is_filled_and_reused(launch, tmp_path):
+    """`--compilation_cache=DIR` stores the run's compiled programs; a rerun with another
+    workdir compiles the same programs and so adds no entry; 'none' stores nothing."""
+    cache = tmp_path / "cache"
+    first = launch(f"--workdir={tmp_path / 'a'}", f"--compilation_cache={cache}")
+    assert first.wait() == 0, first.output()[-3000:]
+    entries = sorted(p.name for p in cache.iterdir())
+    assert len(entries) >= 3, entries  # At least the train, eval and multi-view test steps.
+    again = launch(f"--workdir={tmp_path / 'b'}", f"--compilation_cache={cache}")
+    assert again.wait() == 0, again.output()[-3000:]
+    assert sorted(p.name for p in cache.iterdir()) == entries
+    off = launch(f"--workdir={tmp_path / 'c'}", "--compilation_cache=none")
+    assert off.wait() == 0, off.output()[-3000:]
+    assert sorted(p.name for p in cache.iterdir()) == entries
+
+
+def test_the_compilation_cache_directory():
+    from vivit_jax.compilation_cache import directory as compilation_cache_dir
+
+    assert compilation_cache_dir("none") is None and compilation_cache_dir("") is None
+    assert compilation_cache_dir("~/c") == os.path.expanduser("~/c")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "environ", {**env, "XDG_CACHE_HOME": "/x"})
+        assert compilation_cache_dir(None) == "/x/vivit_jax/jax_cache"
+        mp.setattr(os, "environ", {**env, "JAX_COMPILATION_CACHE_DIR": "/y"})
+        assert compilation_cache_dir(None) == "/y"
+
+
 @pytest.mark.parametrize(
     "flag, message",
     [
