@@ -3,6 +3,8 @@
 #   cudnn-tests       the cuDNN flash-attention tests (fused == einsum, cuDNN really called, odd
 #                     lengths, remat), each under its own time limit where pytest-timeout is
 #                     installed (the GPU image has it),
+#   first-step        a Model 1 training process's wall time, fresh and again with the
+#                     persistent compilation cache the first one filled (first_step.py),
 #   init-compile      the ~30 s compile of the state's initialisation, with JAX's threefry GPU
 #                     kernel lowering off and on, and whether both give the same parameters,
 #   m1-largest-batch  the largest Model 1 batch that fits (fused attention), its throughput / MFU,
@@ -42,7 +44,7 @@ frames=${FRAMES:-32}
 limits=(--run-steps=3 --max-probes=5)
 [[ -n "${LIMIT_GIB:-}" ]] && limits+=(--limit-gib="$LIMIT_GIB")
 
-all_stages="cudnn-tests init-compile m1-largest-batch fe-largest-batch m1-frames-remat fe-fused m1-fused m1-fused-remat m1-einsum real-data"
+all_stages="cudnn-tests first-step init-compile m1-largest-batch fe-largest-batch m1-frames-remat fe-fused m1-fused m1-fused-remat m1-einsum real-data"
 stages=" ${STAGES:-$all_stages} "
 for s in $stages; do
   [[ " $all_stages " == *" $s "* ]] || { echo "STAGES: no stage '$s'; the stages: $all_stages" >&2; exit 2; }
@@ -76,6 +78,11 @@ $py -c "import pytest_timeout" 2>/dev/null && per_test+=(--timeout=45)
 stage cudnn-tests 200 env JAX_PLATFORMS="${JAX_PLATFORMS:-cuda}" VIVIT_JAX_REPORT_FAILURES_NOW=1 \
   $py -m pytest -v --tb=short "${per_test[@]}" -p no:cacheprovider tests/models/test_numerics.py \
   -k "cudnn_on_a_gpu or odd_lengths"
+bench=(experiments/benchmark.py "${model[@]}" --frames="$frames" --train-only --repeats=3 --steps=2
+  --warmup=1)
+m1=("${bench[@]}" --variant=spacetime --batch=8)
+stage first-step 150 $py experiments/first_step.py -- $py "${m1[@]}" --attention=fused \
+  --repeats=1 --steps=1
 stage init-compile 150 $py experiments/init_compile.py --variant=spacetime "${model[@]}" \
   --frames="$frames"
 # From 96 clips: on an H200 Model 1's compiled peak was 34.6 / 68.0 / 122.6 / 125.6 GiB
@@ -89,11 +96,8 @@ stage fe-largest-batch 240 $py experiments/memory_limits.py --search=batch \
 stage m1-frames-remat 180 $py experiments/memory_limits.py --search=frames --variant=spacetime \
   "${model[@]}" --batch=1 --attention=fused --remat --start=64 --granularity=64 --max=512 \
   "${limits[@]}" --run-steps=1 --json="$out/m1_frames.json"
-bench=(experiments/benchmark.py "${model[@]}" --frames="$frames" --train-only --repeats=3 --steps=2
-  --warmup=1)
 stage fe-fused 100 $py "${bench[@]}" --variant=factorized_encoder --batch=32 --attention=fused \
   --profile=2 --json="$out/fe_batch32.json"
-m1=("${bench[@]}" --variant=spacetime --batch=8)
 stage m1-fused 100 $py "${m1[@]}" --attention=fused --profile=2 --json="$out/m1_batch8.json"
 stage m1-fused-remat 100 $py "${m1[@]}" --attention=fused --remat --profile=2 \
   --json="$out/m1_batch8_remat.json"
