@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import os
 
+# The project's cache directory (also where the CPU backend keeps its compiled kernel).
+CACHE_ENV = "VIVIT_JAX_CACHE_DIR"
+
 FLAG_HELP = (
     "Directory of JAX's persistent compilation cache, so that a rerun loads its compiled "
     "programs instead of compiling them. Default: $JAX_COMPILATION_CACHE_DIR if set, else "
-    "$XDG_CACHE_HOME/vivit_jax/jax_cache (~/.cache/vivit_jax/jax_cache); 'none': no cache."
+    "jax_cache in $VIVIT_JAX_CACHE_DIR (~/.cache/vivit_jax); 'none': no cache."
 )
+
+
+def project_cache_dir() -> str:
+    """`$VIVIT_JAX_CACHE_DIR`, default `~/.cache/vivit_jax`."""
+    return os.environ.get(CACHE_ENV) or os.path.expanduser("~/.cache/vivit_jax")
 
 
 def directory(flag: str | None) -> str | None:
@@ -24,8 +32,7 @@ def directory(flag: str | None) -> str | None:
         return None if flag.lower() in ("", "none") else os.path.abspath(os.path.expanduser(flag))
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return os.environ["JAX_COMPILATION_CACHE_DIR"]
-    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return os.path.join(cache_home, "vivit_jax", "jax_cache")
+    return os.path.join(project_cache_dir(), "jax_cache")
 
 
 def enable(flag: str | None) -> None:

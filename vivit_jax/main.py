@@ -15,8 +15,9 @@ On a CPU with the `cpu` extra installed (`pip install 'vivit_jax[cpu]'`) the CPU
 (`vivit_jax.backends.cpu`) is used; `VIVIT_JAX_MALLOC=mimalloc` also restarts the process once
 with mimalloc as its malloc. `--verbosity=1` shows the libraries' INFO records too.
 
-Compiled programs are kept in JAX's persistent compilation cache (`--compilation_cache`,
-default ~/.cache/vivit_jax/jax_cache), so a rerun starts its first step without recompiling.
+Compiled programs are kept in JAX's persistent compilation cache (`--compilation_cache`, default
+`$VIVIT_JAX_CACHE_DIR/jax_cache`, i.e. ~/.cache/vivit_jax/jax_cache), so a rerun starts its
+first step without recompiling.
 Rerunning a `train` command on the same workdir resumes from its latest checkpoint. Several hosts:
 start the same command on each, adding `--jax_distributed` (auto-detected cluster, e.g. TPU pods
 and SLURM) or `--coordinator_address=host:port --num_processes=N --process_id=i`.

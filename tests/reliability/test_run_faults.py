@@ -195,8 +195,8 @@ def test_the_compilation_cache_directory():
     assert compilation_cache_dir("~/c") == os.path.expanduser("~/c")
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(os, "environ", {**env, "XDG_CACHE_HOME": "/x"})
-        assert compilation_cache_dir(None) == "/x/vivit_jax/jax_cache"
+        mp.setattr(os, "environ", {**env, "VIVIT_JAX_CACHE_DIR": "/x"})
+        assert compilation_cache_dir(None) == "/x/jax_cache"
         mp.setattr(os, "environ", {**env, "JAX_COMPILATION_CACHE_DIR": "/y"})
         assert compilation_cache_dir(None) == "/y"
 

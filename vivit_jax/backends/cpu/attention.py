@@ -51,11 +51,11 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from vivit_jax import compilation_cache
 from vivit_jax.backends.cpu import tuning
 
 SOURCE = os.path.join(os.path.dirname(__file__), "attention.cc")
 OPT_OUT_ENV = "VIVIT_JAX_CPU_ATTENTION"
-CACHE_ENV = "VIVIT_JAX_CACHE_DIR"
 CXX_FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
 COMPILE_TIMEOUT_S = 300
 # Rows of a pair's scores computed at a time (0: all L): the kernel splits L into blocks of at
@@ -130,7 +130,7 @@ def build(cache_dir: str | None = None) -> str:
             ]
         )
     ).hexdigest()[:16]
-    cache_dir = cache_dir or os.environ.get(CACHE_ENV) or os.path.expanduser("~/.cache/vivit_jax")
+    cache_dir = cache_dir or compilation_cache.project_cache_dir()
     out = os.path.join(cache_dir, f"cpu_attention-{key}.so")
     if os.path.exists(out):
         return out
